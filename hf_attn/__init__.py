@@ -1,0 +1,24 @@
+"""hf-attn: alternative attention for pretrained HuggingFace Transformers models as a one-line switch.
+
+`import hf_attn` registers every variant with transformers, so
+`AutoModelForCausalLM.from_pretrained(path, attn_implementation="holo")` just works.
+"""
+from . import attention  # noqa: F401  (registers the variants)
+from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
+from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention
+from .utils import HfAttnError, MissingDependencyError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HfAttnError",
+    "MissingDependencyError",
+    "attention_entropy",
+    "check_model_supported",
+    "entanglement_entropy",
+    "get_variant",
+    "head_entropies",
+    "list_variants",
+    "register_variant",
+    "set_attention",
+]

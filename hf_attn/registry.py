@@ -1,0 +1,137 @@
+"""One registry for every attention variant hf-attn ships.
+
+`register_variant` puts a function into transformers' `AttentionInterface` *and* a mask builder into
+`AttentionMaskInterface`: without the second, transformers hands an unknown implementation
+`attention_mask=None` and padding is silently ignored (DESIGN.md 1).
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from .utils import HfAttnError
+
+# transformers' own implementations, accepted by `set_attention` next to ours.
+BUILTIN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What `list_variants()` reports for one registered attention implementation."""
+
+    name: str
+    function: Callable
+    summary: str
+    complexity: str
+    needs: tuple[str, ...] = ()
+    config_keys: dict[str, str] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        needs = ", ".join(self.needs) if self.needs else "nothing beyond hf-attn"
+        keys = "; ".join(f"config.{k}: {v}" for k, v in self.config_keys.items()) or "none"
+        return f"{self.name}: {self.summary}\n  complexity: {self.complexity}\n  needs: {needs}\n  knobs: {keys}"
+
+
+_VARIANTS: dict[str, Variant] = {}
+
+
+def padding_mask_only(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor | None:
+    """Mask builder for linear-time variants: the 2D key-padding mask `(batch, kv_length)` or None.
+
+    Causality comes from `module.is_causal`; never building the `(T, T)` mask keeps memory linear in T.
+    """
+    if attention_mask is None:
+        return None
+    mask = attention_mask[:, -kv_length:].bool()
+    if mask.shape[1] == kv_length and bool(mask.all()):
+        return None
+    return mask
+
+
+def register_variant(
+    name: str,
+    function: Callable,
+    *,
+    summary: str,
+    complexity: str,
+    mask: Callable = padding_mask_only,
+    needs: tuple[str, ...] = (),
+    config_keys: dict[str, str] | None = None,
+) -> Variant:
+    """Register `function` under `name` with transformers (attention and mask interfaces) and hf-attn."""
+    if name in BUILTIN_IMPLEMENTATIONS:
+        raise HfAttnError(f"'{name}' is a transformers built-in; pick another name for your variant.")
+    variant = Variant(name, function, summary, complexity, tuple(needs), dict(config_keys or {}))
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, mask)
+    _VARIANTS[name] = variant
+    return variant
+
+
+def list_variants() -> dict[str, Variant]:
+    """The variants hf-attn registered, by name (what each needs and which config knobs it reads)."""
+    return dict(_VARIANTS)
+
+
+def get_variant(name: str) -> Variant:
+    """The registered variant `name`, or an error that lists the registered names and the closest match."""
+    if name in _VARIANTS:
+        return _VARIANTS[name]
+    raise HfAttnError(unknown_variant_message(name))
+
+
+def unknown_variant_message(name: str) -> str:
+    known = sorted(_VARIANTS) + list(BUILTIN_IMPLEMENTATIONS)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return (
+        f"Unknown attention variant '{name}'.{hint} hf-attn registers: {', '.join(sorted(_VARIANTS))}; "
+        f"transformers built-ins: {', '.join(BUILTIN_IMPLEMENTATIONS)}. "
+        "Run `hf-attn variants` to see what each needs."
+    )
+
+
+def check_model_supported(model: torch.nn.Module) -> None:
+    """Raise unless `model`'s attention dispatches through transformers' `AttentionInterface`.
+
+    Models with hand-written attention never call a registered function, so a switch would do nothing.
+    """
+    for cls in type(model).__mro__:
+        module = sys.modules.get(cls.__module__)
+        if module is None or not cls.__module__.startswith("transformers.models."):
+            continue
+        if "ALL_ATTENTION_FUNCTIONS" in inspect.getsource(module):
+            return
+    raise HfAttnError(
+        f"{type(model).__name__} does not route its attention through transformers' AttentionInterface, so "
+        "hf-attn variants cannot reach it. Supported: Llama, Qwen2, Qwen3, Mistral, T5 and other models "
+        "whose modeling file calls ALL_ATTENTION_FUNCTIONS; for others, use an adapter (hf_attn.wrap)."
+    )
+
+
+def set_attention(model, name: str):
+    """Switch a loaded model to attention `name` after checking the name and the model; returns the model."""
+    if name not in BUILTIN_IMPLEMENTATIONS:
+        get_variant(name)
+    check_model_supported(model)
+    if name == "flash_attention_2":
+        from .utils import require
+
+        require("flash_attn", extra="flash", purpose="attn_implementation='flash_attention_2'")
+    model.set_attn_implementation(name)
+    return model
