@@ -1,0 +1,235 @@
+"""The one PEFT-shaped API every hf-attn wrapper shares (DESIGN.md 1, door 2).
+
+A wrapper is three things, registered with `register_wrapper`:
+- a `WrapperConfig` dataclass (documented defaults, validation in `__post_init__`, `to_dict`/`from_dict`),
+- `apply(model, config)`: inject its modules in place (replace targets with `WrapperLayer`s whose
+  original module stays at `.base_layer`, or add hooks), returning a list of undo callables,
+- optionally `merge(model)`: fold the wrapper into plain modules (tt: dense weights).
+
+`wrap` / `save_wrapper` / `load_wrapper` / `unwrap` below do the rest the same way for every wrapper.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from hf_attn.utils import HfAttnError, atomic_path, write_text_atomic
+
+CONFIG_NAME = "hf_attn_wrapper.json"
+WEIGHTS_NAME = "hf_attn_wrapper.safetensors"
+
+
+@dataclass
+class WrapperConfig:
+    """Fields shared by every wrapper config.
+
+    `target_modules`: which submodules to wrap, PEFT-style: a list of name suffixes (`["q_proj", "v_proj"]`
+    matches `model.layers.3.self_attn.q_proj`) or one regular expression matched against the full name.
+    `None` means the wrapper's own default targets.
+    """
+
+    wrapper_type: ClassVar[str] = ""
+    target_modules: list[str] | str | None = field(
+        default=None, metadata={"help": "Module name suffixes or a full-name regex; None = the wrapper's defaults."}
+    )
+    freeze_base: bool = field(default=True, metadata={"help": "Freeze every base parameter (train only the wrapper)."}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"wrapper_type": self.wrapper_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WrapperConfig":
+        data = dict(data)
+        kind = data.pop("wrapper_type", cls.wrapper_type)
+        target = _WRAPPERS[kind].config_cls if cls is WrapperConfig else cls
+        if kind != target.wrapper_type:
+            raise HfAttnError(f"Config is for wrapper '{kind}', not '{target.wrapper_type}'.")
+        names = {f.name for f in dataclasses.fields(target)}
+        unknown = set(data) - names
+        if unknown:
+            raise HfAttnError(f"Unknown {target.__name__} fields {sorted(unknown)}; valid fields: {sorted(names)}.")
+        return target(**data)
+
+
+class WrapperLayer(torch.nn.Module):
+    """Base for modules that stand in for a base module kept at `self.base_layer` (PEFT's convention).
+
+    Its own parameters (everything not under `base_layer`) are what `save_wrapper` writes.
+    """
+
+    base_layer: torch.nn.Module
+
+
+@dataclass
+class WrapperSpec:
+    name: str
+    config_cls: type[WrapperConfig]
+    apply: Callable[[torch.nn.Module, WrapperConfig], list[Callable[[], None]]]
+    merge: Callable[[torch.nn.Module], None] | None = None
+
+
+_WRAPPERS: dict[str, WrapperSpec] = {}
+
+
+def register_wrapper(spec: WrapperSpec) -> WrapperSpec:
+    spec.config_cls.wrapper_type = spec.name
+    _WRAPPERS[spec.name] = spec
+    return spec
+
+
+def list_wrappers() -> dict[str, WrapperSpec]:
+    return dict(_WRAPPERS)
+
+
+@dataclass
+class WrapperState:
+    """What `wrap` leaves on the model (`model.hf_attn_wrapper`) so the other calls can find it."""
+
+    config: WrapperConfig
+    undo: list[Callable[[], None]]
+    requires_grad: dict[str, bool]
+
+
+def find_targets(model: torch.nn.Module, targets: list[str] | str, kinds: tuple[type, ...] = ()) -> list[str]:
+    """Names of submodules matching `targets` (suffix list or full-name regex), optionally of given types."""
+    if isinstance(targets, str):
+        pattern = re.compile(targets)
+        hit = lambda name: pattern.fullmatch(name) is not None  # noqa: E731
+    else:
+        hit = lambda name: any(name == t or name.endswith("." + t) for t in targets)  # noqa: E731
+    names = [n for n, m in model.named_modules() if n and hit(n) and (not kinds or isinstance(m, kinds))]
+    if not names:
+        raise HfAttnError(
+            f"target_modules={targets!r} matched no module of {type(model).__name__}"
+            + (f" of type {', '.join(k.__name__ for k in kinds)}" if kinds else "")
+            + ". Pass names that exist, e.g. the suffixes printed by "
+            "`[n for n, _ in model.named_modules()]`."
+        )
+    return names
+
+
+def replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> Callable[[], None]:
+    """Swap `name` for `new`; returns the undo callable that puts the original back."""
+    old = model.get_submodule(name)
+    model.set_submodule(name, new)
+    return lambda: model.set_submodule(name, old)
+
+
+def state_of(model: torch.nn.Module) -> WrapperState:
+    state = getattr(model, "hf_attn_wrapper", None)
+    if state is None:
+        raise HfAttnError("This model carries no hf-attn wrapper: call hf_attn.wrap(model, config) first.")
+    return state
+
+
+def wrap(model: torch.nn.Module, config: WrapperConfig) -> torch.nn.Module:
+    """Inject the wrapper described by `config` into `model` in place; base frozen unless `freeze_base=False`."""
+    if not isinstance(config, WrapperConfig) or config.wrapper_type not in _WRAPPERS:
+        raise HfAttnError(
+            f"hf_attn.wrap needs a wrapper config ({', '.join(s.config_cls.__name__ for s in _WRAPPERS.values())}), "
+            f"got {type(config).__name__}."
+        )
+    if getattr(model, "hf_attn_wrapper", None) is not None:
+        raise HfAttnError("This model is already wrapped; call hf_attn.unwrap(model) before wrapping it again.")
+    requires_grad = {n: p.requires_grad for n, p in model.named_parameters()}
+    if config.freeze_base:
+        for p in model.parameters():
+            p.requires_grad_(False)
+    undo = _WRAPPERS[config.wrapper_type].apply(model, config)
+    model.hf_attn_wrapper = WrapperState(config, undo, requires_grad)
+    return model
+
+
+def wrapper_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The wrapper's own tensors (parameters and persistent buffers), never the base model's."""
+    state_of(model)
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, WrapperLayer):
+            for key, t in module.state_dict().items():
+                if not key.startswith("base_layer."):
+                    out[f"{name}.{key}"] = t.detach().contiguous()
+    return out
+
+
+def save_wrapper(model: torch.nn.Module, out_dir: str | Path) -> Path:
+    """Write the wrapper config JSON and its own weights as safetensors, each atomically."""
+    state = state_of(model)
+    out_dir = Path(out_dir)
+    from hf_attn import __version__
+
+    meta = {"hf_attn_version": __version__, **state.config.to_dict()}
+    with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
+        save_file(wrapper_state_dict(model), str(tmp), metadata={"format": "pt", "wrapper_type": state.config.wrapper_type})
+    write_text_atomic(out_dir / CONFIG_NAME, json.dumps(meta, indent=2, default=list))
+    return out_dir
+
+
+def read_wrapper_config(path: str | Path) -> WrapperConfig:
+    path = Path(path)
+    file = path / CONFIG_NAME if path.is_dir() else path
+    if not file.exists():
+        raise HfAttnError(f"No {CONFIG_NAME} in {path}: is this a folder written by hf_attn.save_wrapper?")
+    data = json.loads(file.read_text())
+    version = data.pop("hf_attn_version", "unknown")
+    kind = data.get("wrapper_type")
+    if kind not in _WRAPPERS:
+        from hf_attn import __version__
+
+        raise HfAttnError(
+            f"{file} needs the hf-attn wrapper '{kind}' (saved with hf-attn {version}), which this installation "
+            f"(hf-attn {__version__}) does not have: it has {', '.join(sorted(_WRAPPERS)) or 'none'}. "
+            "Upgrade hf-attn."
+        )
+    return WrapperConfig.from_dict(data)
+
+
+def load_wrapper(base_model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Wrap `base_model` as saved in `path` and load the wrapper's weights (strict: names and shapes)."""
+    config = read_wrapper_config(path)
+    wrap(base_model, config)
+    tensors = load_file(str(Path(path) / WEIGHTS_NAME))
+    own = wrapper_state_dict(base_model)
+    missing, unexpected = set(own) - set(tensors), set(tensors) - set(own)
+    if missing or unexpected:
+        unwrap(base_model)
+        raise HfAttnError(
+            f"Wrapper weights in {path} do not fit this model (missing {sorted(missing)[:5]}, unexpected "
+            f"{sorted(unexpected)[:5]}): load it onto the same base architecture it was trained on."
+        )
+    modules = dict(base_model.named_modules())
+    with torch.no_grad():
+        for key, t in tensors.items():
+            owner, _, leaf = key.rpartition(".")
+            target = getattr(modules[owner], leaf)
+            if target.shape != t.shape:
+                unwrap(base_model)
+                raise HfAttnError(f"Wrapper tensor {key} has shape {tuple(t.shape)}, model expects {tuple(target.shape)}.")
+            target.copy_(t)
+    return base_model
+
+
+def unwrap(model: torch.nn.Module, merge: bool = False) -> torch.nn.Module:
+    """Remove the wrapper: the exact base model again (or, with `merge=True`, the wrapper folded in)."""
+    state = state_of(model)
+    spec = _WRAPPERS[state.config.wrapper_type]
+    if merge:
+        if spec.merge is None:
+            raise HfAttnError(f"Wrapper '{spec.name}' cannot be merged into plain modules; use unwrap(model).")
+        spec.merge(model)
+    else:
+        for undo in reversed(state.undo):
+            undo()
+    for name, p in model.named_parameters():
+        if name in state.requires_grad:
+            p.requires_grad_(state.requires_grad[name])
+    del model.hf_attn_wrapper
+    return model
