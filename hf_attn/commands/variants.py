@@ -1,0 +1,22 @@
+"""`hf-attn variants`: what is registered, what each needs, which config knobs it reads."""
+from __future__ import annotations
+
+
+def run(args) -> int:
+    import hf_attn
+
+    print("Attention implementations (attn_implementation=NAME):\n")
+    for variant in hf_attn.list_variants().values():
+        print(variant.describe() + "\n")
+    wrappers = hf_attn.list_wrappers()
+    if wrappers:
+        print("Wrappers with weights (hf_attn.wrap(model, CONFIG)):\n")
+        for spec in wrappers.values():
+            doc = (spec.config_cls.__doc__ or "").strip().splitlines()
+            print(f"{spec.name}: {spec.config_cls.__name__} - {doc[0] if doc else ''}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("variants", help="list the registered attention variants and wrappers")
+    p.set_defaults(func=run)
