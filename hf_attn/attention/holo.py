@@ -9,8 +9,9 @@ Normalisation: `M_t` is the *mean* of the bound pairs a query may see, `n_t` = n
 (causal prefix, padding excluded); a query that sees no key returns zeros.
 
 Paths:
-- linear (default): causal prefix sums of the bound spectra, or one sum for encoders. No `T x T` matrix;
-  time O(T * D log D), memory O(T * D). Under a KV cache the prefix before the new queries is summed once.
+- linear (default): causal prefix sums of the bound spectra (chunked triangular matmuls), or one sum for
+  encoders. No `T x T` matrix; time O(T * D^2) with the DFT as a (D x D+2) matmul (tensor cores beat a
+  size-64 FFT; O(T * D log D) with an FFT), memory O(T * D). Under a KV cache the prefix before the new queries is summed once.
 - materialised (T5 and explicit 4D masks): `M_t = sum_s w_ts K_s V_s` with `w_t = softmax(bias_t)` over
   visible keys, where `bias` is T5's relative `position_bias` (plus any additive mask). This is how holo
   gives T5 its only position signal; with zero bias it is exactly the linear path. Time/memory O(T^2 * D).
@@ -18,6 +19,9 @@ Paths:
 Attention dropout (training only) drops whole bound pairs, the HRR analogue of dropping attention weights.
 """
 from __future__ import annotations
+
+import functools
+import math
 
 import torch
 
@@ -33,49 +37,90 @@ from .common import (
 )
 
 SOFT = 0.1  # bins weaker than SOFT x the vector's RMS bin magnitude are damped, not blown up to unit size
+CHUNK = 128
 
 
-def unitary(spec: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Project spectra `X = rfft(x)` to (soft) unit magnitude: `X / sqrt(|X|^2 + SOFT^2 * |x|^2)`.
+@functools.lru_cache(maxsize=32)
+def dft_matrices(head_dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real DFT pair: `x @ fwd = [Re X | Im X]` (D x 2F) and `[Re X | Im X] @ inv = x` (2F x D), F = D//2 + 1.
 
-    `|x|^2` is the mean bin power of the full spectrum (Parseval).
-
-    A hard `X / |X|` gives a near-empty bin a phase set by rounding noise (bf16 logits then drift by 30%
-    on small models); the soft floor keeps bins at >= the RMS magnitude within 0.5% of unit size.
+    Spectra as real matmuls instead of complex FFTs: tensor-core friendly, and every later step (binding,
+    prefix sums, retrieval) stays on real tensors.
     """
-    power = spec.real**2 + spec.imag**2
-    floor = SOFT**2 * x.float().square().sum(-1, keepdim=True) + 1e-12
-    return spec * torch.rsqrt(power + floor)
+    d, f = head_dim, head_dim // 2 + 1
+    ang = 2 * math.pi * torch.arange(d, dtype=torch.float64)[:, None] * torch.arange(f, dtype=torch.float64) / d
+    fwd = torch.cat([torch.cos(ang), -torch.sin(ang)], 1)
+    w = torch.full((f, 1), 2.0, dtype=torch.float64)
+    w[0] = 1.0
+    if d % 2 == 0:
+        w[-1] = 1.0
+    inv = torch.cat([w * torch.cos(ang.T), -w * torch.sin(ang.T)], 0) / d
+    return fwd.float().to(device), inv.float().to(device)
 
 
-def _spectra(query, key, value, project: bool):
-    q, k, v = (torch.fft.rfft(x.float(), dim=-1) for x in (query, key, value))
+def spectrum(x: torch.Tensor, project: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(Re X, Im X)` of `X = rfft(x)`, optionally projected to (soft) unit magnitude.
+
+    The projection is `X / sqrt(|X|^2 + SOFT^2 * |x|^2)` (`|x|^2` is the mean bin power, by Parseval). A hard
+    `X / |X|` gives a near-empty bin a phase set by rounding noise (bf16 logits then drift by 30% on small
+    models); the soft floor keeps bins at >= the RMS magnitude within 0.5% of unit size.
+    """
+    fwd, _ = dft_matrices(x.shape[-1], str(x.device))
+    s = x.float() @ fwd
+    re, im = s.chunk(2, dim=-1)
     if project:
-        q, k = unitary(q, query), unitary(k, key)
-    return q, k, v
+        scale = torch.rsqrt(re * re + im * im + SOFT**2 * x.float().square().sum(-1, keepdim=True) + 1e-12)
+        re, im = re * scale, im * scale
+    return re, im
 
 
-def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, tq: int):
-    """Memory and key count each query sees: `(B, Hkv, Tq or 1, F)`, `(B, 1, Tq or 1)`."""
+def bind(k: tuple[torch.Tensor, torch.Tensor], v: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Circular convolution `k ⊛ v` as `[Re | Im]` of the spectrum product, `(..., 2F)`."""
+    (kr, ki), (vr, vi) = k, v
+    return torch.cat([kr * vr - ki * vi, kr * vi + ki * vr], -1)
+
+
+def unbind(q: tuple[torch.Tensor, torch.Tensor], mem: torch.Tensor) -> torch.Tensor:
+    """Circular correlation of `q` with the memory `[Re | Im]`, back in the time domain `(..., D)`."""
+    qr, qi = q
+    mr, mi = mem.chunk(2, dim=-1)
+    _, inv = dft_matrices(2 * (qr.shape[-1] - 1), str(qr.device))
+    return torch.cat([qr * mr + qi * mi, qr * mi - qi * mr], -1) @ inv
+
+
+def prefix_sum(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Inclusive prefix sum along dim 2 of `(B, H, T, F)`: triangular matmuls within chunks, carries between."""
+    b, h, t, f = x.shape
+    pad = (-t) % chunk
+    xc = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, chunk, f)
+    tril = torch.ones(chunk, chunk, device=x.device, dtype=x.dtype).tril()
+    inner = tril @ xc
+    totals = inner[:, :, :, -1]
+    carry = totals.cumsum(2) - totals
+    return (inner + carry[:, :, :, None]).view(b, h, -1, f)[:, :, :t]
+
+
+def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall):
+    """Memory and key count each query sees: `(B, Hkv, Tq or 1, 2F)`, `(B, 1, Tq or 1)`."""
     if not call.causal:
         return kv.sum(2, keepdim=True), count.sum(-1, keepdim=True)
     off = call.q_offset
-    mem = kv[:, :, off:].cumsum(2) + kv[:, :, :off].sum(2, keepdim=True)
+    mem = prefix_sum(kv[:, :, off:]) + kv[:, :, :off].sum(2, keepdim=True)
     n = count[..., off:].cumsum(-1) + count[..., :off].sum(-1, keepdim=True)
     return mem, n
 
 
-def holo_linear(q_spec, kv, call: AttentionCall, head_dim: int) -> torch.Tensor:
-    """Linear-time retrieval; `q_spec (B,Hq,Tq,F)`, bound pairs `kv (B,Hkv,Tk,F)` -> `(B,Hkv,G,Tq,D)`."""
+def holo_linear(q_spec, kv: torch.Tensor, call: AttentionCall) -> torch.Tensor:
+    """Linear-time retrieval; `q_spec` `(B,Hq,Tq,F)` pair, bound pairs `kv (B,Hkv,Tk,2F)` -> `(B,Hkv,G,Tq,D)`."""
     b, _, tk, _ = kv.shape
-    tq = q_spec.shape[2]
     if call.key_padding is not None:
-        kv = torch.where(call.key_padding[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
+        kv = kv * call.key_padding[:, None, :, None]
         count = call.key_padding.float()[:, None, :]
     else:
         count = torch.ones(b, 1, tk, device=kv.device)
-    mem, n = _prefix_memory(kv, count, call, tq)
-    out = torch.fft.irfft(group_queries(q_spec, call.groups).conj() * mem[:, :, None], n=head_dim, dim=-1)
+    mem, n = _prefix_memory(kv, count, call)
+    q = tuple(group_queries(x, call.groups) for x in q_spec)
+    out = unbind(q, mem[:, :, None])
     return out / n.clamp_min(1.0)[:, :, None, :, None]
 
 
@@ -85,14 +130,14 @@ def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
     By Parseval, `||irfft(conj(Q_t) K_s V_s)||^2 = sum_f c_f |Q_tf|^2 |K_sf|^2 |V_sf|^2 / D` (c_f = 1 at DC
     and Nyquist, 2 elsewhere), so the map costs one `Tq x Tk` product, not a `Tq x Tk x D` tensor.
     """
-    d = 2 * (q_spec.shape[-1] - 1)
-    c = torch.full((q_spec.shape[-1],), 2.0, device=q_spec.device)
-    c[0] = 1.0
-    if d % 2 == 0:
-        c[-1] = 1.0
-    groups = q_spec.shape[1] // k_spec.shape[1]
-    src = expand_kv(k_spec.abs() ** 2 * v_spec.abs() ** 2, groups)
-    norms = ((q_spec.abs() ** 2 * c) @ src.transpose(-1, -2)).clamp_min(0).sqrt() / d**0.5
+    power = lambda s: s[0] ** 2 + s[1] ** 2  # noqa: E731
+    nf = q_spec[0].shape[-1]
+    d = 2 * (nf - 1)
+    c = torch.full((nf,), 2.0, device=weights.device)
+    c[0] = c[-1] = 1.0  # DC and Nyquist (head_dim is even)
+    groups = q_spec[0].shape[1] // k_spec[0].shape[1]
+    src = expand_kv(power(k_spec) * power(v_spec), groups)
+    norms = ((power(q_spec) * c) @ src.transpose(-1, -2)).clamp_min(0).sqrt() / d**0.5
     amount = weights * norms
     return amount / amount.sum(-1, keepdim=True).clamp_min(torch.finfo(amount.dtype).tiny)
 
@@ -116,25 +161,26 @@ def holo_attention_forward(
     if key.shape[-1] != value.shape[-1]:
         raise HfAttnError(f"holo binds keys with values by circular convolution: key head_dim {key.shape[-1]} "
                          f"must equal value head_dim {value.shape[-1]}.")
+    if query.shape[-1] % 2:
+        raise HfAttnError(
+            f"holo needs an even head_dim (its real spectra pair DC with a Nyquist bin); this model has "
+            f"head_dim {query.shape[-1]}. Use 'performer' for this model."
+        )
     p = check_dropout("holo", dropout, module)
     project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
-    d = query.shape[-1]
-    q_spec, k_spec, v_spec = _spectra(query, key, value, project)
-    kv = k_spec * v_spec
+    q_spec, k_spec, v_spec = spectrum(query, project), spectrum(key, project), spectrum(value, False)
+    kv = bind(k_spec, v_spec)
     if p:
-        keep = torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p
-        kv = kv * keep
+        kv = kv * (torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p)
     weights = None
     want_map = bool(kwargs.get("output_attentions"))
     if call.materialised or want_map:
         b, hq, tq, _ = query.shape
         w = masked_softmax_weights(call, torch.zeros(b, hq, tq, key.shape[2], device=query.device))
     if call.materialised:
-        kve = expand_kv(kv, call.groups)
-        mem = torch.complex(w @ kve.real, w @ kve.imag)
-        out = torch.fft.irfft(q_spec.conj() * mem, n=d, dim=-1).transpose(1, 2).contiguous()
+        out = unbind(q_spec, w @ expand_kv(kv, call.groups)).transpose(1, 2).contiguous()
     else:
-        out = ungroup(holo_linear(q_spec, kv, call, d))
+        out = ungroup(holo_linear(q_spec, kv, call))
     if want_map:
         weights = contribution_map(q_spec, k_spec, v_spec, w).to(query.dtype)
     return out.to(query.dtype), weights
