@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .measure import PeakMemory, sync
-from .registry import set_attention
+from .registry import BUILTIN_IMPLEMENTATIONS, get_variant, set_attention
 from .utils import HfAttnError, atomic_path, write_text_atomic
 
 DEFAULT_IMPLS = ("sdpa", "eager", "holo", "performer")
@@ -148,14 +148,12 @@ def run(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    torch.manual_seed(0)
-    model, tokenizer, model_name = load_model(args.model, device, dtype)
     impls = args.impls.split(",") if args.impls else default_implementations(device)
     for name in impls:  # fail fast on a bad name, before any slow work
-        if name not in ("sdpa", "eager", "flash_attention_2"):
-            from .registry import get_variant
-
+        if name not in BUILTIN_IMPLEMENTATIONS:
             get_variant(name)
+    torch.manual_seed(0)
+    model, tokenizer, model_name = load_model(args.model, device, dtype)
     windows = token_windows(tokenizer, wiki_text("test"), args.windows, args.window_len)
     rows = []
     for name in tqdm(impls, desc="implementations"):
