@@ -65,6 +65,12 @@ def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tenso
     return torch.exp(proj - x.pow(2).sum(-1, keepdim=True) / 2 - stab) / math.sqrt(w.shape[0])
 
 
+def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """`num / den` per query; a query that sees no key (den = 0) gets 0 and a zero, not NaN, gradient."""
+    seen = den > 0
+    return num / torch.where(seen, den, torch.ones_like(den))[..., None] * seen[..., None]
+
+
 def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK) -> torch.Tensor:
     """Chunked causal prefix form -> `(B, Hkv, G, Tq, Dv)`."""
     off = call.q_offset
@@ -88,8 +94,7 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK) -> torch.
     a = torch.einsum("bhgncm,bhnsm->bhgncs", qc, kc) * tril
     num = torch.einsum("bhgncm,bhnmd->bhgncd", qc, states) + torch.einsum("bhgncs,bhnsd->bhgncd", a, vc)
     den = torch.einsum("bhgncm,bhnm->bhgnc", qc, norms) + a.sum(-1)
-    out = num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
-    return out.reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t]
+    return _divide(num, den).reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t]
 
 
 def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
@@ -98,7 +103,7 @@ def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
     qg = group_queries(qf, call.groups)
     num = torch.einsum("bhgtm,bhmd->bhgtd", qg, state)
     den = torch.einsum("bhgtm,bhm->bhgt", qg, norm)
-    return num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
+    return _divide(num, den)
 
 
 def performer_attention_forward(
