@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 
 from ..utils import HfAttnError
+from ..cache import RecurrentLayer, recurrent_layer
+from ..kernels import kernels_enabled
 from .common import (
     AttentionCall,
     check_dropout,
@@ -55,28 +57,39 @@ def _spectra(query, key, value, project: bool):
     return q, k, v
 
 
-def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, tq: int):
-    """Memory and key count each query sees: `(B, Hkv, Tq or 1, F)`, `(B, 1, Tq or 1)`."""
+def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, init=None):
+    """Memory and key count each query sees: `(B, Hkv, Tq or 1, F)`, `(B, 1, Tq or 1)`.
+
+    `init = (memory (B, Hkv, F) complex, count (B,))` is state carried by a `RecurrentCache`.
+    """
     if not call.causal:
         return kv.sum(2, keepdim=True), count.sum(-1, keepdim=True)
     off = call.q_offset
     mem = kv[:, :, off:].cumsum(2) + kv[:, :, :off].sum(2, keepdim=True)
     n = count[..., off:].cumsum(-1) + count[..., :off].sum(-1, keepdim=True)
+    if init is not None:
+        mem, n = mem + init[0][:, :, None], n + init[1].to(n.dtype)[:, None, None]
     return mem, n
 
 
-def holo_linear(q_spec, kv, call: AttentionCall, head_dim: int) -> torch.Tensor:
-    """Linear-time retrieval; `q_spec (B,Hq,Tq,F)`, bound pairs `kv (B,Hkv,Tk,F)` -> `(B,Hkv,G,Tq,D)`."""
+def _masked_pairs(kv: torch.Tensor, call: AttentionCall):
+    """Bound pairs with padded keys zeroed, and the per-key count `(B, 1, Tk)`."""
     b, _, tk, _ = kv.shape
-    tq = q_spec.shape[2]
-    if call.key_padding is not None:
-        kv = torch.where(call.key_padding[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
-        count = call.key_padding.float()[:, None, :]
-    else:
-        count = torch.ones(b, 1, tk, device=kv.device)
-    mem, n = _prefix_memory(kv, count, call, tq)
+    if call.key_padding is None:
+        return kv, torch.ones(b, 1, tk, device=kv.device)
+    kv = torch.where(call.key_padding[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
+    return kv, call.key_padding.float()[:, None, :]
+
+
+def holo_linear(q_spec, kv, call: AttentionCall, head_dim: int, init=None):
+    """Linear-time retrieval; `q_spec (B,Hq,Tq,F)`, bound pairs `kv (B,Hkv,Tk,F)` -> `(B,Hkv,G,Tq,D)`.
+
+    Also returns the final causal state `(memory (B,Hkv,F), count (B,))` for a `RecurrentCache`.
+    """
+    kv, count = _masked_pairs(kv, call)
+    mem, n = _prefix_memory(kv, count, call, init)
     out = torch.fft.irfft(group_queries(q_spec, call.groups).conj() * mem[:, :, None], n=head_dim, dim=-1)
-    return out / n.clamp_min(1.0)[:, :, None, :, None]
+    return out / n.clamp_min(1.0)[:, :, None, :, None], (mem[:, :, -1], n[:, 0, -1])
 
 
 def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
@@ -95,6 +108,24 @@ def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
     norms = ((q_spec.abs() ** 2 * c) @ src.transpose(-1, -2)).clamp_min(0).sqrt() / d**0.5
     amount = weights * norms
     return amount / amount.sum(-1, keepdim=True).clamp_min(torch.finfo(amount.dtype).tiny)
+
+
+def _cached_state(layer: RecurrentLayer | None):
+    return None if layer is None or not layer.state else (layer.state["memory"], layer.state["count"])
+
+
+def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: RecurrentLayer | None):
+    """The fused Triton path (CUDA): same math, state carried in the kernels' packed layout."""
+    from ..kernels import holo_triton as kt
+
+    d = query.shape[-1]
+    init = _cached_state(layer)
+    if init is not None:
+        init = (kt.pack_spectrum(init[0], kt.state_width(d)), init[1])
+    out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project)
+    if layer is not None:
+        layer.state = {"memory": kt.unpack_spectrum(mem, d), "count": n}
+    return out
 
 
 def holo_attention_forward(
@@ -119,13 +150,19 @@ def holo_attention_forward(
     p = check_dropout("holo", dropout, module)
     project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
     d = query.shape[-1]
+    want_map = bool(kwargs.get("output_attentions"))
+    layer = recurrent_layer("holo", key, query.shape[2])
+    if layer is not None and (call.materialised or not call.causal):
+        raise HfAttnError("holo: RecurrentCache needs causal self-attention without position_bias or 4D masks; "
+                          "use the default DynamicCache for this model.")
+    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+        return _holo_kernel(query, key, value, call, project, layer), None
     q_spec, k_spec, v_spec = _spectra(query, key, value, project)
     kv = k_spec * v_spec
     if p:
         keep = torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p
         kv = kv * keep
     weights = None
-    want_map = bool(kwargs.get("output_attentions"))
     if call.materialised or want_map:
         b, hq, tq, _ = query.shape
         w = masked_softmax_weights(call, torch.zeros(b, hq, tq, key.shape[2], device=query.device))
@@ -134,7 +171,10 @@ def holo_attention_forward(
         mem = torch.complex(w @ kve.real, w @ kve.imag)
         out = torch.fft.irfft(q_spec.conj() * mem, n=d, dim=-1).transpose(1, 2).contiguous()
     else:
-        out = ungroup(holo_linear(q_spec, kv, call, d))
+        out, state = holo_linear(q_spec, kv, call, d, _cached_state(layer))
+        out = ungroup(out)
+        if layer is not None:
+            layer.state = {"memory": state[0], "count": state[1]}
     if want_map:
         weights = contribution_map(q_spec, k_spec, v_spec, w).to(query.dtype)
     return out.to(query.dtype), weights

@@ -24,6 +24,9 @@ import math
 
 import torch
 
+from ..cache import RecurrentLayer, recurrent_layer
+from ..kernels import kernels_enabled
+from ..utils import HfAttnError
 from .common import (
     AttentionCall,
     check_dropout,
@@ -71,11 +74,17 @@ def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return num / torch.where(seen, den, torch.ones_like(den))[..., None] * seen[..., None]
 
 
-def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK) -> torch.Tensor:
-    """Chunked causal prefix form -> `(B, Hkv, G, Tq, Dv)`."""
+def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
+    """Chunked causal prefix form -> `(B, Hkv, G, Tq, Dv)` and the final state `(S (B,Hkv,m,Dv), z (B,Hkv,m))`.
+
+    `init = (S, z)` is state carried by a `RecurrentCache`.
+    """
     off = call.q_offset
     state = torch.einsum("bhtm,bhtd->bhmd", kf[:, :, :off], v[:, :, :off])
     norm = kf[:, :, :off].sum(2)
+    if init is not None:
+        state, norm = state + init[0], norm + init[1]
+    final = (state + torch.einsum("bhtm,bhtd->bhmd", kf[:, :, off:], v[:, :, off:]), norm + kf[:, :, off:].sum(2))
     kf, v = kf[:, :, off:], v[:, :, off:]
     t = kf.shape[2]
     pad = (-t) % chunk
@@ -94,7 +103,7 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK) -> torch.
     a = torch.einsum("bhgncm,bhnsm->bhgncs", qc, kc) * tril
     num = torch.einsum("bhgncm,bhnmd->bhgncd", qc, states) + torch.einsum("bhgncs,bhnsd->bhgncd", a, vc)
     den = torch.einsum("bhgncm,bhnm->bhgnc", qc, norms) + a.sum(-1)
-    return _divide(num, den).reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t]
+    return _divide(num, den).reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t], final
 
 
 def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
@@ -104,6 +113,10 @@ def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
     num = torch.einsum("bhgtm,bhmd->bhgtd", qg, state)
     den = torch.einsum("bhgtm,bhm->bhgt", qg, norm)
     return _divide(num, den)
+
+
+def _cached_state(layer: RecurrentLayer | None):
+    return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
 
 
 def performer_attention_forward(
@@ -131,6 +144,18 @@ def performer_attention_forward(
     d = query.shape[-1]
     scale = (d**-0.5 if scaling is None else scaling) ** 0.5
     w = random_features(d, m, seed, query.device)
+    want_map = bool(kwargs.get("output_attentions"))
+    layer = recurrent_layer("performer", key, query.shape[2])
+    if layer is not None and (call.materialised or not call.causal):
+        raise HfAttnError("performer: RecurrentCache needs causal self-attention without position_bias or 4D "
+                          "masks; use the default DynamicCache for this model.")
+    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+        from ..kernels.performer_triton import performer_causal
+
+        out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer))
+        if layer is not None:
+            layer.state = {"S": state[0], "z": state[1]}
+        return out, None
     qf = feature_map(query.float() * scale, w, is_query=True)
     kf = feature_map(key.float() * scale, w, is_query=False)
     vf = value.float()
@@ -139,13 +164,16 @@ def performer_attention_forward(
     if p:
         kf = kf * (torch.rand(kf.shape[:3] + (1,), device=kf.device) >= p)
     weights = None
-    if call.materialised or kwargs.get("output_attentions"):
+    if call.materialised or want_map:
         raw = qf @ expand_kv(kf, call.groups).transpose(-1, -2)
         weights = masked_softmax_weights(call, raw.clamp_min(torch.finfo(raw.dtype).tiny).log())
     if call.materialised:
         out = (weights @ expand_kv(vf, call.groups)).transpose(1, 2).contiguous()
     elif call.causal:
-        out = ungroup(_causal_linear(qf, kf, vf, call))
+        out, state = _causal_linear(qf, kf, vf, call, init=_cached_state(layer))
+        out = ungroup(out)
+        if layer is not None:
+            layer.state = {"S": state[0], "z": state[1]}
     else:
         out = ungroup(_global_linear(qf, kf, vf, call))
     return out.to(query.dtype), None if weights is None else weights.to(query.dtype)
