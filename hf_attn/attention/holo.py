@@ -9,6 +9,8 @@ Normalisation: `M_t` is the *mean* of the bound pairs a query may see, `n_t` = n
 (causal prefix, padding excluded); a query that sees no key returns zeros.
 
 Paths:
+- fused (CUDA, causal, automatic): Triton kernels in `hf_attn/kernels/holo_triton.py`, same math; see
+  docs/kernels.md. A `RecurrentCache` carries the causal state across `generate` steps on either path.
 - linear (default): causal prefix sums of the bound spectra, or one sum for encoders. No `T x T` matrix;
   time O(T * D log D), memory O(T * D). Under a KV cache the prefix before the new queries is summed once.
 - materialised (T5 and explicit 4D masks): `M_t = sum_s w_ts K_s V_s` with `w_t = softmax(bias_t)` over

@@ -10,6 +10,8 @@ features by the data-independent bound `max_i |W_i|^2 / 2`, so no key's scale de
 causality holds exactly, not just up to rounding.
 
 Paths:
+- fused (CUDA, causal, automatic): Triton kernels in `hf_attn/kernels/performer_triton.py`, same math; see
+  docs/kernels.md. A `RecurrentCache` carries the causal state across `generate` steps on either path.
 - linear (default): chunked causal prefix sums (intra-chunk dense `C x C`, inter-chunk carried state
   `m x D`), or one sum for encoders. Time O(T * m * D), memory O(T * m + (T / C) * m * D).
 - materialised (T5's `position_bias`, explicit 4D masks): `A_ts ∝ phi(q_t).phi(k_s) * exp(bias_ts)`, the
