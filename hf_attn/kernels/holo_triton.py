@@ -48,6 +48,14 @@ def _load_rows(ptr, t, stride_t, d, T, D):
 
 
 @triton.jit
+def _dft_tiles(cm_ptr, sm_ptr, icr_ptr, ici_ptr, d, f, DP: tl.constexpr, FP: tl.constexpr):
+    """The packed DFT `(DP, FP)` and inverse `(FP, DP)` matrices (small, L2-resident)."""
+    fwd = d[:, None] * FP + f[None, :]
+    inv = f[:, None] * DP + d[None, :]
+    return tl.load(cm_ptr + fwd), tl.load(sm_ptr + fwd), tl.load(icr_ptr + inv), tl.load(ici_ptr + inv)
+
+
+@triton.jit
 def _spectra(x, cm, sm, PREC: tl.constexpr):
     return tl.dot(x, cm, input_precision=PREC), tl.dot(x, sm, input_precision=PREC)
 
@@ -129,10 +137,7 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr,
     d = tl.arange(0, DP)
     f = tl.arange(0, FP)
     is0 = (f == 0)[None, :]
-    cm = tl.load(cm_ptr + d[:, None] * FP + f[None, :])
-    sm = tl.load(sm_ptr + d[:, None] * FP + f[None, :])
-    icr = tl.load(icr_ptr + f[:, None] * DP + d[None, :])
-    ici = tl.load(ici_ptr + f[:, None] * DP + d[None, :])
+    cm, sm, icr, ici = _dft_tiles(cm_ptr, sm_ptr, icr_ptr, ici_ptr, d, f, DP, FP)
     br, bi, k, v, kr0, ki0, kr, ki, vr, vi, m = _bound_pairs(
         k_ptr + b * s_kb + h * s_kh, v_ptr + b * s_vb + h * s_vh, mask_ptr + b * T, t, d, T, D,
         s_kt, s_vt, cm, sm, is0, HAS_MASK, UNITARY, SOFT2, PREC)
@@ -163,10 +168,7 @@ def _bwd_state(q_ptr, do_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, dst_ptr,
     d = tl.arange(0, DP)
     f = tl.arange(0, FP)
     is0 = (f == 0)[None, :]
-    cm = tl.load(cm_ptr + d[:, None] * FP + f[None, :])
-    sm = tl.load(sm_ptr + d[:, None] * FP + f[None, :])
-    icr = tl.load(icr_ptr + f[:, None] * DP + d[None, :])
-    ici = tl.load(ici_ptr + f[:, None] * DP + d[None, :])
+    cm, sm, icr, ici = _dft_tiles(cm_ptr, sm_ptr, icr_ptr, ici_ptr, d, f, DP, FP)
     inv_n = 1.0 / tl.maximum(tl.load(n_ptr + b * T + t, mask=t < T, other=1.0), 1.0)
     accr = tl.zeros((FP,), dtype=tl.float32)
     acci = tl.zeros((FP,), dtype=tl.float32)
@@ -206,10 +208,7 @@ def _bwd(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, do_ptr, cm_ptr, sm_ptr, icr_ptr, 
     f = tl.arange(0, FP)
     is0 = (f == 0)[None, :]
     io_mask = (t[:, None] < T) & (d[None, :] < D)
-    cm = tl.load(cm_ptr + d[:, None] * FP + f[None, :])
-    sm = tl.load(sm_ptr + d[:, None] * FP + f[None, :])
-    icr = tl.load(icr_ptr + f[:, None] * DP + d[None, :])
-    ici = tl.load(ici_ptr + f[:, None] * DP + d[None, :])
+    cm, sm, icr, ici = _dft_tiles(cm_ptr, sm_ptr, icr_ptr, ici_ptr, d, f, DP, FP)
     br, bi, k, v, kr0, ki0, kr, ki, vr, vi, m = _bound_pairs(
         k_ptr + b * s_kb + h * s_kh, v_ptr + b * s_vb + h * s_vh, mask_ptr + b * T, t, d, T, D,
         s_kt, s_vt, cm, sm, is0, HAS_MASK, UNITARY, SOFT2, PREC)
