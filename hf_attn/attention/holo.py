@@ -9,6 +9,8 @@ Normalisation: `M_t` is the *mean* of the bound pairs a query may see, `n_t` = n
 (causal prefix, padding excluded); a query that sees no key returns zeros.
 
 Paths:
+- fused (CUDA, causal, automatic): Triton kernels in `hf_attn/kernels/holo_triton.py`, same math; see
+  docs/kernels.md. A `RecurrentCache` carries the causal state across `generate` steps on either path.
 - linear (default): causal prefix sums of the bound spectra (chunked triangular matmuls), or one sum for
   encoders. No `T x T` matrix; time O(T * D^2) with the DFT as a (D x D+2) matmul (tensor cores beat a
   size-64 FFT; O(T * D log D) with an FFT), memory O(T * D). Under a KV cache the prefix before the new queries is summed once.
@@ -25,6 +27,8 @@ import math
 
 import torch
 
+from ..cache import RecurrentLayer, recurrent_layer
+from ..kernels import kernels_enabled
 from ..utils import HfAttnError
 from .common import (
     AttentionCall,
@@ -100,28 +104,40 @@ def prefix_sum(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
     return (inner + carry[:, :, :, None]).view(b, h, -1, f)[:, :, :t]
 
 
-def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall):
-    """Memory and key count each query sees: `(B, Hkv, Tq or 1, 2F)`, `(B, 1, Tq or 1)`."""
+def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, init=None):
+    """Memory and key count each query sees: `(B, Hkv, Tq or 1, 2F)`, `(B, 1, Tq or 1)`.
+
+    `init = (memory (B, Hkv, 2F), count (B,))` is state carried by a `RecurrentCache`.
+    """
     if not call.causal:
         return kv.sum(2, keepdim=True), count.sum(-1, keepdim=True)
     off = call.q_offset
     mem = prefix_sum(kv[:, :, off:]) + kv[:, :, :off].sum(2, keepdim=True)
     n = count[..., off:].cumsum(-1) + count[..., :off].sum(-1, keepdim=True)
+    if init is not None:
+        mem, n = mem + init[0][:, :, None], n + init[1].to(n.dtype)[:, None, None]
     return mem, n
 
 
-def holo_linear(q_spec, kv: torch.Tensor, call: AttentionCall) -> torch.Tensor:
-    """Linear-time retrieval; `q_spec` `(B,Hq,Tq,F)` pair, bound pairs `kv (B,Hkv,Tk,2F)` -> `(B,Hkv,G,Tq,D)`."""
+def _masked_pairs(kv: torch.Tensor, call: AttentionCall):
+    """Bound pairs with padded keys zeroed (never NaN-propagating), and the per-key count `(B, 1, Tk)`."""
     b, _, tk, _ = kv.shape
-    if call.key_padding is not None:
-        kv = kv * call.key_padding[:, None, :, None]
-        count = call.key_padding.float()[:, None, :]
-    else:
-        count = torch.ones(b, 1, tk, device=kv.device)
-    mem, n = _prefix_memory(kv, count, call)
+    if call.key_padding is None:
+        return kv, torch.ones(b, 1, tk, device=kv.device)
+    kv = torch.where(call.key_padding[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
+    return kv, call.key_padding.float()[:, None, :]
+
+
+def holo_linear(q_spec, kv: torch.Tensor, call: AttentionCall, init=None):
+    """Linear-time retrieval; `q_spec` `(B,Hq,Tq,F)` pair, bound pairs `kv (B,Hkv,Tk,2F)` -> `(B,Hkv,G,Tq,D)`.
+
+    Also returns the final causal state `(memory (B,Hkv,2F), count (B,))` for a `RecurrentCache`.
+    """
+    kv, count = _masked_pairs(kv, call)
+    mem, n = _prefix_memory(kv, count, call, init)
     q = tuple(group_queries(x, call.groups) for x in q_spec)
     out = unbind(q, mem[:, :, None])
-    return out / n.clamp_min(1.0)[:, :, None, :, None]
+    return out / n.clamp_min(1.0)[:, :, None, :, None], (mem[:, :, -1], n[:, 0, -1])
 
 
 def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
@@ -140,6 +156,26 @@ def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
     norms = ((power(q_spec) * c) @ src.transpose(-1, -2)).clamp_min(0).sqrt() / d**0.5
     amount = weights * norms
     return amount / amount.sum(-1, keepdim=True).clamp_min(torch.finfo(amount.dtype).tiny)
+
+
+def _cached_state(layer: RecurrentLayer | None):
+    return None if layer is None or not layer.state else (layer.state["memory"], layer.state["count"])
+
+
+def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: RecurrentLayer | None):
+    """The fused Triton path (CUDA): same math, state carried in the kernels' packed layout."""
+    from ..kernels import holo_triton as kt
+
+    d = query.shape[-1]
+    init = _cached_state(layer)
+    if init is not None:
+        re, im = init[0].chunk(2, dim=-1)
+        init = (kt.pack_spectrum(torch.complex(re, im), kt.state_width(d)), init[1])
+    out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project)
+    if layer is not None:
+        spec = kt.unpack_spectrum(mem, d)
+        layer.state = {"memory": torch.cat([spec.real, spec.imag], -1), "count": n}
+    return out
 
 
 def holo_attention_forward(
@@ -168,19 +204,28 @@ def holo_attention_forward(
         )
     p = check_dropout("holo", dropout, module)
     project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
+    want_map = bool(kwargs.get("output_attentions"))
+    layer = recurrent_layer("holo", key, query.shape[2])
+    if layer is not None and (call.materialised or not call.causal):
+        raise HfAttnError("holo: RecurrentCache needs causal self-attention without position_bias or 4D masks; "
+                          "use the default DynamicCache for this model.")
+    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+        return _holo_kernel(query, key, value, call, project, layer), None
     q_spec, k_spec, v_spec = spectrum(query, project), spectrum(key, project), spectrum(value, False)
     kv = bind(k_spec, v_spec)
     if p:
         kv = kv * (torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p)
     weights = None
-    want_map = bool(kwargs.get("output_attentions"))
     if call.materialised or want_map:
         b, hq, tq, _ = query.shape
         w = masked_softmax_weights(call, torch.zeros(b, hq, tq, key.shape[2], device=query.device))
     if call.materialised:
         out = unbind(q_spec, w @ expand_kv(kv, call.groups)).transpose(1, 2).contiguous()
     else:
-        out = ungroup(holo_linear(q_spec, kv, call))
+        out, state = holo_linear(q_spec, kv, call, _cached_state(layer))
+        out = ungroup(out)
+        if layer is not None:
+            layer.state = {"memory": state[0], "count": state[1]}
     if want_map:
         weights = contribution_map(q_spec, k_spec, v_spec, w).to(query.dtype)
     return out.to(query.dtype), weights

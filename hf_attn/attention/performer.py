@@ -6,10 +6,12 @@ features drawn from `config.performer_seed` and the layer index (so every layer 
 reproducible; change the seed to redraw). `config.performer_num_features` = m (default 256).
 
 Numerics: query features are stabilised by their own row maximum (it cancels in the normalisation); key
-features by the data-independent bound `max_i |W_i|^2 / 2`, so no key's scale depends on another token and
+features by the data-independent `key_stabiliser(W)`, so no key's scale depends on another token and
 causality holds exactly, not just up to rounding.
 
 Paths:
+- fused (CUDA, causal, automatic): Triton kernels in `hf_attn/kernels/performer_triton.py`, same math; see
+  docs/kernels.md. A `RecurrentCache` carries the causal state across `generate` steps on either path.
 - linear (default): chunked causal prefix sums (intra-chunk dense `C x C`, inter-chunk carried state
   `m x D`), or one sum for encoders. Time O(T * m * D), memory O(T * m + (T / C) * m * D).
 - materialised (T5's `position_bias`, explicit 4D masks): `A_ts ∝ phi(q_t).phi(k_s) * exp(bias_ts)`, the
@@ -24,6 +26,9 @@ import math
 
 import torch
 
+from ..cache import RecurrentLayer, recurrent_layer
+from ..kernels import kernels_enabled
+from ..utils import HfAttnError
 from .common import (
     AttentionCall,
     check_dropout,
@@ -55,21 +60,40 @@ def random_features(head_dim: int, num_features: int, seed: int, device) -> torc
     return _features_cpu(head_dim, num_features, seed).to(device)
 
 
+def key_stabiliser(w: torch.Tensor) -> torch.Tensor:
+    """`c = max_i |W_i|^2 / 4`, subtracted from every key's log-features.
+
+    `W_i.x - |x|^2/2 <= |W_i|^2 / 2 = 2c` for any x, so features stay below `e^c` (no overflow), and typical
+    keys (log-features near 0) sit ~c nats above underflow (c ~ 44 at head_dim 128, where the bound `2c` itself
+    left them below fp32's smallest normal). It depends on no token, so causality is exact.
+    """
+    return (w.double().norm(dim=-1) ** 2).max().float() / 4
+
+
 def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:
     """Positive features of `x (..., D)` already scaled by `scaling^(1/2)`."""
     proj = x @ w.T
-    if is_query:
-        stab = proj.amax(-1, keepdim=True).detach()
-    else:
-        stab = (w.norm(dim=-1) ** 2).max() / 2
+    stab = proj.amax(-1, keepdim=True).detach() if is_query else key_stabiliser(w)
     return torch.exp(proj - x.pow(2).sum(-1, keepdim=True) / 2 - stab) / math.sqrt(w.shape[0])
 
 
-def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK) -> torch.Tensor:
-    """Chunked causal prefix form -> `(B, Hkv, G, Tq, Dv)`."""
+def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """`num / den` per query; a query that sees no key (den = 0) gets 0 and a zero, not NaN, gradient."""
+    seen = den > 0
+    return num / torch.where(seen, den, torch.ones_like(den))[..., None] * seen[..., None]
+
+
+def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
+    """Chunked causal prefix form -> `(B, Hkv, G, Tq, Dv)` and the final state `(S (B,Hkv,m,Dv), z (B,Hkv,m))`.
+
+    `init = (S, z)` is state carried by a `RecurrentCache`.
+    """
     off = call.q_offset
     state = torch.einsum("bhtm,bhtd->bhmd", kf[:, :, :off], v[:, :, :off])
     norm = kf[:, :, :off].sum(2)
+    if init is not None:
+        state, norm = state + init[0], norm + init[1]
+    final = (state + torch.einsum("bhtm,bhtd->bhmd", kf[:, :, off:], v[:, :, off:]), norm + kf[:, :, off:].sum(2))
     kf, v = kf[:, :, off:], v[:, :, off:]
     t = kf.shape[2]
     pad = (-t) % chunk
@@ -88,8 +112,7 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK) -> torch.
     a = torch.einsum("bhgncm,bhnsm->bhgncs", qc, kc) * tril
     num = torch.einsum("bhgncm,bhnmd->bhgncd", qc, states) + torch.einsum("bhgncs,bhnsd->bhgncd", a, vc)
     den = torch.einsum("bhgncm,bhnm->bhgnc", qc, norms) + a.sum(-1)
-    out = num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
-    return out.reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t]
+    return _divide(num, den).reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t], final
 
 
 def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
@@ -98,7 +121,11 @@ def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
     qg = group_queries(qf, call.groups)
     num = torch.einsum("bhgtm,bhmd->bhgtd", qg, state)
     den = torch.einsum("bhgtm,bhm->bhgt", qg, norm)
-    return num / den.clamp_min(torch.finfo(den.dtype).tiny)[..., None]
+    return _divide(num, den)
+
+
+def _cached_state(layer: RecurrentLayer | None):
+    return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
 
 
 def performer_attention_forward(
@@ -126,6 +153,18 @@ def performer_attention_forward(
     d = query.shape[-1]
     scale = (d**-0.5 if scaling is None else scaling) ** 0.5
     w = random_features(d, m, seed, query.device)
+    want_map = bool(kwargs.get("output_attentions"))
+    layer = recurrent_layer("performer", key, query.shape[2])
+    if layer is not None and (call.materialised or not call.causal):
+        raise HfAttnError("performer: RecurrentCache needs causal self-attention without position_bias or 4D "
+                          "masks; use the default DynamicCache for this model.")
+    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+        from ..kernels.performer_triton import performer_causal
+
+        out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer))
+        if layer is not None:
+            layer.state = {"S": state[0], "z": state[1]}
+        return out, None
     qf = feature_map(query.float() * scale, w, is_query=True)
     kf = feature_map(key.float() * scale, w, is_query=False)
     vf = value.float()
@@ -134,13 +173,16 @@ def performer_attention_forward(
     if p:
         kf = kf * (torch.rand(kf.shape[:3] + (1,), device=kf.device) >= p)
     weights = None
-    if call.materialised or kwargs.get("output_attentions"):
+    if call.materialised or want_map:
         raw = qf @ expand_kv(kf, call.groups).transpose(-1, -2)
         weights = masked_softmax_weights(call, raw.clamp_min(torch.finfo(raw.dtype).tiny).log())
     if call.materialised:
         out = (weights @ expand_kv(vf, call.groups)).transpose(1, 2).contiguous()
     elif call.causal:
-        out = ungroup(_causal_linear(qf, kf, vf, call))
+        out, state = _causal_linear(qf, kf, vf, call, init=_cached_state(layer))
+        out = ungroup(out)
+        if layer is not None:
+            layer.state = {"S": state[0], "z": state[1]}
     else:
         out = ungroup(_global_linear(qf, kf, vf, call))
     return out.to(query.dtype), None if weights is None else weights.to(query.dtype)

@@ -1,0 +1,107 @@
+"""Constant-memory decoding for the linear-time variants: a `transformers.Cache` that keeps recurrent state.
+
+`model.generate(ids, past_key_values=hf_attn.RecurrentCache())` with `attn_implementation="holo"` or
+`"performer"` keeps, per layer, only the variant's state (holo: the bound-pair memory, D/2+1 complex numbers
+per key/value head, and the key count; performer: `S (m x D)` and `z (m)`), never the past keys/values, so
+per-token decode cost and memory do not grow with context. Cached tokens equal full forwards (same math).
+
+How it reaches the attention function: transformers calls `cache.update(k, v, layer_idx)` and passes what it
+returns to the attention function. `RecurrentLayer.update` returns only the new keys/values, tagged with the
+layer (`recurrent_layer(key)`), and the variant reads and replaces the state there.
+"""
+from __future__ import annotations
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from .utils import HfAttnError
+
+_TAG = "_hf_attn_recurrent_layer"
+
+
+class RecurrentLayer(CacheLayerMixin):
+    """One layer's recurrent state (`state`, set by the variant) and the number of tokens it has seen."""
+
+    is_compileable = False
+    is_sliding = False
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.state: dict[str, torch.Tensor] = {}
+        self.variant: str | None = None
+        self.seen = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.device, self.dtype = key_states.device, key_states.dtype
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        setattr(key_states, _TAG, self)
+        self.seen += key_states.shape[-2]
+        return key_states, value_states
+
+    def get_mask_sizes(self, query_length, *args) -> tuple[int, int]:
+        # the attention function sees only the new keys; earlier ones live in the state
+        query_length = query_length.shape[0] if isinstance(query_length, torch.Tensor) else int(query_length)
+        return query_length, self.seen
+
+    def get_seq_length(self, *args) -> int:
+        return self.seen
+
+    def get_max_length(self) -> int:
+        return -1
+
+    def get_max_cache_shape(self) -> int:  # transformers < 5.20 name
+        return -1
+
+    def reset(self) -> None:
+        self.state, self.variant, self.seen = {}, None, 0
+
+    def offload(self):
+        self.state = {k: v.to("cpu", non_blocking=True) for k, v in self.state.items()}
+
+    def prefetch(self):
+        if self.is_initialized:
+            self.state = {k: v.to(self.device, non_blocking=True) for k, v in self.state.items()}
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self.state = {k: v.index_select(0, beam_idx.to(v.device)) for k, v in self.state.items()}
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        self.state = {k: v.repeat_interleave(repeats, dim=0) for k, v in self.state.items()}
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.state = {k: v[indices] for k, v in self.state.items()}
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove:
+            raise HfAttnError("RecurrentCache keeps a running state, not per-token keys, so it cannot be cropped; "
+                              "use a DynamicCache (the default) for assisted/speculative decoding.")
+
+
+class RecurrentCache(Cache):
+    """Cache for `generate` with holo/performer: constant-size state per layer instead of growing K/V."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(layer_class_to_replicate=RecurrentLayer)
+
+    def state_bytes(self) -> int:
+        """Bytes held by all layers' states (constant in the number of tokens seen)."""
+        return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.state.values())
+
+
+def recurrent_layer(variant: str, key: torch.Tensor, query_len: int) -> RecurrentLayer | None:
+    """The `RecurrentLayer` whose state `key` continues, or None for an ordinary call; checks the pairing."""
+    layer = getattr(key, _TAG, None)
+    if layer is None:
+        return None
+    if layer.variant not in (None, variant):
+        raise HfAttnError(f"RecurrentCache layer holds '{layer.variant}' state but '{variant}' was called; "
+                          "start a fresh RecurrentCache after switching attention.")
+    if key.shape[-2] != query_len:
+        raise HfAttnError(f"{variant}: RecurrentCache expects keys only for the {query_len} new tokens, "
+                          f"got {key.shape[-2]}.")
+    layer.variant = variant
+    return layer

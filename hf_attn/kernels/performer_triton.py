@@ -1,0 +1,354 @@
+"""Causal Performer (FAVOR+) attention as Triton kernels: forward, backward, and a carried recurrent state.
+
+Math (`hf_attn/attention/performer.py` is the reference): features `phi(x) = exp(x' W^T - |x'|^2/2 - c)/sqrt(m)`
+with `x' = x * scaling^(1/2)`, `c` the row maximum for queries and the constant `max_i |W_i|^2 / 2` for keys;
+`o_t = phi(q_t) S_t / phi(q_t) z_t` with `S_t = S_0 + sum_{s<=t} phi(k_s) v_s^T` and `z_t` its row sums.
+
+Design (chunked, fla's layout): chunks of `CHUNK` tokens, feature blocks of `BLOCK_M` columns.
+- `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; a `torch.cumsum` over chunks
+  gives each chunk its starting state (and the final state for decoding).
+- `_fwd`: per (chunk, query head): inter-chunk `phi(q) S`, intra-chunk dense `tril(phi(q) phi(k)^T) v`;
+  the features are computed in registers and never written out. Saves the row maxima and denominators.
+- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den`: `_bwd_state` (reverse states
+  `phi(Q)^T [g_num, g_den]`), a reverse `cumsum`, `_bwd_dq` per query head and `_bwd_dkv` per key/value
+  head (loops over its query heads: GQA without repeating k/v).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ..attention.performer import key_stabiliser
+
+CHUNK = 64
+BLOCK_M = 64
+TINY: tl.constexpr = 1.1754944e-38  # float32 tiny, the clamp the PyTorch path uses
+
+
+@triton.jit
+def _rows(ptr, t, stride_t, d, T, D):
+    return tl.load(ptr + t[:, None] * stride_t + d[None, :], mask=(t[:, None] < T) & (d[None, :] < D), other=0.0).to(
+        tl.float32
+    )
+
+
+@triton.jit
+def _feat(x, w, half_sq, stab, col_ok, inv_sqrt_m, PREC: tl.constexpr):
+    """`phi` of a `(C, DP)` tile against a `(BM, DP)` block of features -> `(C, BM)`; dead columns are 0."""
+    proj = tl.dot(x, tl.trans(w), input_precision=PREC)
+    return tl.where(col_ok, tl.exp(proj - half_sq[:, None] - stab) * inv_sqrt_m, 0.0)
+
+
+@triton.jit
+def _load_w(w_ptr, mb, d, M, D, BM: tl.constexpr):
+    j = mb * BM + tl.arange(0, BM)
+    return tl.load(w_ptr + j[:, None] * D + d[None, :], mask=(j[:, None] < M) & (d[None, :] < D), other=0.0), j
+
+
+@triton.jit
+def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
+               T, D, M, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NC, scale, kstab, inv_sqrt_m,
+               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
+               HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+    c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // HKV, bh % HKV
+    t = c * C + tl.arange(0, C)
+    d = tl.arange(0, DP)
+    k = _rows(k_ptr + b * s_kb + h * s_kh, t, s_kt, d, T, D) * scale
+    v = _rows(v_ptr + b * s_vb + h * s_vh, t, s_vt, d, T, D)
+    w, j = _load_w(w_ptr, mb, d, M, D, BM)
+    kf = _feat(k, w, 0.5 * tl.sum(k * k, 1), kstab, (j < M)[None, :], inv_sqrt_m, PREC)
+    if HAS_MASK:
+        kf = kf * tl.load(mask_ptr + b * T + t, mask=t < T, other=0.0)[:, None]
+    else:
+        kf = tl.where((t < T)[:, None], kf, 0.0)
+    base = (bh * NC + c) * MP + j
+    tl.store(st_ptr + base[:, None] * DP + d[None, :], tl.dot(tl.trans(kf), v, input_precision=PREC))
+    tl.store(zt_ptr + base, tl.sum(kf, 0))
+
+
+@triton.jit
+def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, scale,
+                  HAS_MASK: tl.constexpr):
+    k = _rows(k_ptr + b * s_kb + h * s_kh, t, s_kt, d, T, D) * scale
+    v = _rows(v_ptr + b * s_vb + h * s_vh, t, s_vt, d, T, D)
+    if HAS_MASK:
+        m = tl.load(mask_ptr + b * T + t, mask=t < T, other=0.0)
+    else:
+        m = tl.where(t < T, 1.0, 0.0)
+    return k, 0.5 * tl.sum(k * k, 1), v, m
+
+
+@triton.jit
+def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, qmax_ptr,
+         T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
+         NC, scale, kstab, inv_sqrt_m,
+         DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
+         HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+    c, bhq = tl.program_id(0), tl.program_id(1)
+    b, hq = bhq // HQ, bhq % HQ
+    h = hq // G
+    bh = b * (HQ // G) + h
+    t = c * C + tl.arange(0, C)
+    d = tl.arange(0, DP)
+    q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
+    q_sq = 0.5 * tl.sum(q * q, 1)
+    k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
+                                  scale, HAS_MASK)
+    qmax = tl.full((C,), float("-inf"), tl.float32)
+    for mb in range(MP // BM):
+        w, j = _load_w(w_ptr, mb, d, M, D, BM)
+        proj = tl.dot(q, tl.trans(w), input_precision=PREC)
+        qmax = tl.maximum(qmax, tl.max(tl.where((j < M)[None, :], proj, float("-inf")), 1))
+    num = tl.zeros((C, DP), tl.float32)
+    den = tl.zeros((C,), tl.float32)
+    a = tl.zeros((C, C), tl.float32)
+    for mb in range(MP // BM):
+        w, j = _load_w(w_ptr, mb, d, M, D, BM)
+        ok = (j < M)[None, :]
+        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        base = (bh * NC + c) * MP + j
+        s = tl.load(st_ptr + base[:, None] * DP + d[None, :])
+        num += tl.dot(qf, s, input_precision=PREC)
+        den += tl.sum(qf * tl.load(zt_ptr + base)[None, :], 1)
+        a += tl.dot(qf, tl.trans(kf), input_precision=PREC)
+    i = tl.arange(0, C)
+    a = tl.where(i[:, None] >= i[None, :], a, 0.0)
+    num += tl.dot(a, v, input_precision=PREC)
+    den += tl.sum(a, 1)
+    out = num / tl.maximum(den, TINY)[:, None]
+    tl.store(o_ptr + b * s_ob + hq * s_oh + t[:, None] * s_ot + d[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=(t[:, None] < T) & (d[None, :] < D))
+    tl.store(den_ptr + bhq * T + t, den, mask=t < T)
+    tl.store(qmax_ptr + bhq * T + t, qmax, mask=t < T)
+
+
+@triton.jit
+def _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D, s_qb, s_qh, s_qt,
+                 s_ob, s_oh, s_ot, scale):
+    """Scaled queries, their halves-of-squares and row maxima, `g_num = dO/den`, `g_den = -delta/den`."""
+    q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
+    row = (b * HQ + hq) * T + t
+    den = tl.load(den_ptr + row, mask=t < T, other=1.0)
+    qmax = tl.load(qmax_ptr + row, mask=t < T, other=0.0)
+    inv = tl.where(den > 0, 1.0 / tl.maximum(den, TINY), 0.0)  # a query that sees no key has no gradient
+    gn = _rows(do_ptr + b * s_ob + hq * s_oh, t, s_ot, d, T, D) * inv[:, None]
+    gd = -tl.load(delta_ptr + row, mask=t < T, other=0.0) * inv
+    return q, 0.5 * tl.sum(q * q, 1), qmax, gn, gd
+
+
+@triton.jit
+def _bwd_state(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+               T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NC, scale, inv_sqrt_m,
+               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr):
+    c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // HKV, bh % HKV
+    t = c * C + tl.arange(0, C)
+    d = tl.arange(0, DP)
+    w, j = _load_w(w_ptr, mb, d, M, D, BM)
+    ok = (j < M)[None, :]
+    r = tl.zeros((BM, DP), tl.float32)
+    rz = tl.zeros((BM,), tl.float32)
+    for g in range(G):
+        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, h * G + g, HKV * G,
+                                             t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
+        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+        r += tl.dot(tl.trans(qf), gn, input_precision=PREC)
+        rz += tl.sum(qf * gd[:, None], 0)
+    base = (bh * NC + c) * MP + j
+    tl.store(rt_ptr + base[:, None] * DP + d[None, :], r)
+    tl.store(rzt_ptr + base, rz)
+
+
+@triton.jit
+def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, st_ptr, zt_ptr, dq_ptr,
+            T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
+            NC, scale, kstab, inv_sqrt_m,
+            DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
+            HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+    c, bhq = tl.program_id(0), tl.program_id(1)
+    b, hq = bhq // HQ, bhq % HQ
+    h = hq // G
+    bh = b * (HQ // G) + h
+    t = c * C + tl.arange(0, C)
+    d = tl.arange(0, DP)
+    i = tl.arange(0, C)
+    q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
+                                         s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
+    k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
+                                  scale, HAS_MASK)
+    bt = tl.where(i[:, None] >= i[None, :], tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
+    dqp = tl.zeros((C, DP), tl.float32)
+    rs = tl.zeros((C,), tl.float32)
+    for mb in range(MP // BM):
+        w, j = _load_w(w_ptr, mb, d, M, D, BM)
+        ok = (j < M)[None, :]
+        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        base = (bh * NC + c) * MP + j
+        s = tl.load(st_ptr + base[:, None] * DP + d[None, :])
+        dqf = tl.dot(gn, tl.trans(s), input_precision=PREC) + gd[:, None] * tl.load(zt_ptr + base)[None, :]
+        dqf += tl.dot(bt, kf, input_precision=PREC)
+        du = dqf * qf
+        dqp += tl.dot(du, w, input_precision=PREC)
+        rs += tl.sum(du, 1)
+    dq = (dqp - rs[:, None] * q) * scale
+    tl.store(dq_ptr + bhq * T * D + t[:, None] * D + d[None, :], dq.to(dq_ptr.dtype.element_ty),
+             mask=(t[:, None] < T) & (d[None, :] < D))
+
+
+@triton.jit
+def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+             dk_ptr, dv_ptr,
+             T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
+             NC, scale, kstab, inv_sqrt_m,
+             DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
+             HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+    c, bh = tl.program_id(0), tl.program_id(1)
+    b, h = bh // HKV, bh % HKV
+    t = c * C + tl.arange(0, C)
+    d = tl.arange(0, DP)
+    i = tl.arange(0, C)
+    tril = i[:, None] >= i[None, :]
+    k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
+                                  scale, HAS_MASK)
+    dv = tl.zeros((C, DP), tl.float32)
+    dkp = tl.zeros((C, DP), tl.float32)
+    rs = tl.zeros((C,), tl.float32)
+    for mb in range(MP // BM):
+        w, j = _load_w(w_ptr, mb, d, M, D, BM)
+        ok = (j < M)[None, :]
+        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        base = (bh * NC + c) * MP + j
+        r = tl.load(rt_ptr + base[:, None] * DP + d[None, :])
+        dkf = tl.dot(v, tl.trans(r), input_precision=PREC) + tl.load(rzt_ptr + base)[None, :]
+        dv += tl.dot(kf, r, input_precision=PREC)
+        for g in range(G):
+            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, h * G + g, HKV * G,
+                                                 t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
+            qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+            bt = tl.where(tril, tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
+            dkf += tl.dot(tl.trans(bt), qf, input_precision=PREC)
+            a = tl.where(tril, tl.dot(qf, tl.trans(kf), input_precision=PREC), 0.0)
+            dv += tl.dot(tl.trans(a), gn, input_precision=PREC)
+        du = dkf * kf
+        dkp += tl.dot(du, w, input_precision=PREC)
+        rs += tl.sum(du, 1)
+    dk = (dkp - rs[:, None] * k) * scale
+    io = (t[:, None] < T) & (d[None, :] < D)
+    base = bh * T * D + t[:, None] * D + d[None, :]
+    tl.store(dk_ptr + base, dk.to(dk_ptr.dtype.element_ty), mask=io)
+    tl.store(dv_ptr + base, dv.to(dv_ptr.dtype.element_ty), mask=io)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _unit_last(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _exclusive_prefix(chunks: torch.Tensor, init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-chunk sums `(BH, NC, ...)` -> state before each chunk (plus `init`) and the final state."""
+    start = chunks.cumsum(1).sub_(chunks).add_(init.unsqueeze(1))
+    return start, start[:, -1] + chunks[:, -1]
+
+
+class _PerformerCausal(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, w, s0, z0, scale):
+        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+        b, hq, t, d = q.shape
+        hkv = k.shape[1]
+        m = w.shape[0]
+        dp, mp = triton.next_power_of_2(d), triton.cdiv(m, BLOCK_M) * BLOCK_M
+        nc = triton.cdiv(t, CHUNK)
+        kstab = float(key_stabiliser(w))
+        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=CHUNK, PREC=_precision(q.dtype))
+        scalars = (scale, kstab, 1.0 / math.sqrt(m))
+        has_mask = mask is not None
+        mask_arg = mask if has_mask else w
+        st = torch.empty(b * hkv, nc, mp, dp, device=q.device, dtype=torch.float32)
+        zt = torch.empty(b * hkv, nc, mp, device=q.device, dtype=torch.float32)
+        _fwd_state[(nc, mp // BLOCK_M, b * hkv)](k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
+                                                 *v.stride()[:3], nc, *scalars, HAS_MASK=has_mask, **consts)
+        s_init = torch.zeros(b * hkv, mp, dp, device=q.device, dtype=torch.float32)
+        s_init[:, :m, :d] = s0.reshape(b * hkv, m, d)
+        z_init = torch.zeros(b * hkv, mp, device=q.device, dtype=torch.float32)
+        z_init[:, :m] = z0.reshape(b * hkv, m)
+        st, s_fin = _exclusive_prefix(st, s_init)
+        zt, z_fin = _exclusive_prefix(zt, z_init)
+        o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
+        den = torch.empty(b, hq, t, device=q.device, dtype=torch.float32)
+        qmax = torch.empty_like(den)
+        _fwd[(nc, b * hq)](q, k, v, mask_arg, w, st, zt, o, den, qmax, t, d, m, hq, hq // hkv, *q.stride()[:3],
+                           *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nc, *scalars,
+                           HAS_MASK=has_mask, num_warps=8, **consts)
+        ctx.save_for_backward(q, k, v, mask, w, st, zt, o, den, qmax)
+        ctx.meta = (scalars, consts, has_mask)
+        finals = (s_fin[:, :m, :d].reshape(b, hkv, m, d), z_fin[:, :m].reshape(b, hkv, m))
+        ctx.mark_non_differentiable(*finals)
+        return (o, *finals)
+
+    @staticmethod
+    def backward(ctx, do, _ds, _dz):
+        q, k, v, mask, w, st, zt, o, den, qmax = ctx.saved_tensors
+        scalars, consts, has_mask = ctx.meta
+        b, hq, t, d = q.shape
+        hkv, m = k.shape[1], w.shape[0]
+        nc, mp = st.shape[1], st.shape[2]
+        do = _unit_last(do)
+        delta = (do.float() * o.float()).sum(-1).transpose(1, 2).contiguous()
+        mask_arg = mask if has_mask else w
+        grad_strides = (do.stride(0), do.stride(2), do.stride(1))
+        rt = torch.empty_like(st)
+        rzt = torch.empty_like(zt)
+        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
+                                                 *q.stride()[:3], *grad_strides, nc, scalars[0], scalars[2], **consts)
+        total_r, total_z = rt.sum(1), rzt.sum(1)
+        rt = total_r.unsqueeze(1) - rt.cumsum(1)
+        rzt = total_z.unsqueeze(1) - rzt.cumsum(1)
+        dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
+        dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
+        dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
+        common = (t, d, m)
+        strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_strides, nc, *scalars)
+        _bwd_dq[(nc, b * hq)](q, k, v, mask_arg, do, den, delta, qmax, w, st, zt, dq, *common, hq, hq // hkv,
+                              *strides, HAS_MASK=has_mask, num_warps=8, **consts)
+        _bwd_dkv[(nc, b * hkv)](q, k, v, mask_arg, do, den, delta, qmax, w, rt, rzt, dk, dv, *common, hkv, hq // hkv,
+                                *strides, HAS_MASK=has_mask, num_warps=8, **consts)
+        ds0 = total_r[:, :m, :d].reshape(b, hkv, m, d)
+        dz0 = total_z[:, :m].reshape(b, hkv, m)
+        return dq, dk, dv, None, None, ds0, dz0, None
+
+
+def performer_causal(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    features: torch.Tensor,
+    scale: float,
+    key_mask: torch.Tensor | None = None,
+    init: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Causal Performer attention, queries and keys at the same positions.
+
+    q `(B, Hq, T, D)`, k/v `(B, Hkv, T, D)`, `features (m, D)` fp32, `scale` = scaling^(1/2), `key_mask (B, T)`
+    bool, `init = (S (B, Hkv, m, D), z (B, Hkv, m))` fp32 carried from earlier tokens (key features already
+    stabilised by `key_stabiliser(W)`). Returns `out (B, T, Hq, D)` and the final `(S, z)` (no gradient).
+    """
+    b, _, t, d = q.shape
+    if d > 128 or d < 16:
+        raise ValueError(f"performer kernel supports head_dim in [16, 128], got {d}.")
+    hkv, m = k.shape[1], features.shape[0]
+    if init is None:
+        init = (torch.zeros(b, hkv, m, d, device=q.device), torch.zeros(b, hkv, m, device=q.device))
+    maskf = None if key_mask is None else key_mask.to(torch.float32).contiguous()
+    o, s, z = _PerformerCausal.apply(q, k, v, maskf, features.float().contiguous(), init[0].float(),
+                                     init[1].float(), float(scale))
+    return o, (s, z)

@@ -1,0 +1,202 @@
+"""Kernel-level benchmark: holo/performer (Triton and PyTorch paths) against sdpa (flash, cuDNN) and fla.
+
+bf16, batch 1, 16 heads, head_dim 64, causal; forward and forward+backward time (median of CUDA-event
+timings) and peak memory above the inputs, all in one process so the ratios are fair.
+
+    python recipes/bench_kernels.py --out results/kernels            # H100: ~3 min
+    python recipes/bench_kernels.py --smoke --out /tmp/kernels       # CPU, tiny sizes, PyTorch paths only
+Writes `kernels.json`, `kernels.md` (table) and `kernels.png` under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+import hf_attn
+from hf_attn.utils import write_text_atomic
+
+
+def sdpa(backend):
+    from torch.nn.attention import sdpa_kernel
+
+    def run(q, k, v):
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    return run
+
+
+def variant(name: str, triton: bool):
+    fn = hf_attn.get_variant(name).function
+    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace())
+
+    def run(q, k, v):
+        old = os.environ.get("HF_ATTN_TRITON")
+        os.environ["HF_ATTN_TRITON"] = "auto" if triton else "0"
+        try:
+            return fn(module, q, k, v, None)[0]
+        finally:
+            os.environ.pop("HF_ATTN_TRITON") if old is None else os.environ.__setitem__("HF_ATTN_TRITON", old)
+
+    return run
+
+
+def fla_linear():
+    try:
+        from fla.ops.linear_attn import chunk_linear_attn
+    except Exception:  # optional peer
+        return None
+    return lambda q, k, v: chunk_linear_attn(*(x.transpose(1, 2).contiguous() for x in (q, k, v)), normalize=True)[0]
+
+
+def methods(device: str) -> dict:
+    out = {"holo": variant("holo", True), "performer": variant("performer", True),
+           "holo_torch": variant("holo", False), "performer_torch": variant("performer", False)}
+    if device == "cuda":
+        from torch.nn.attention import SDPBackend
+
+        out["sdpa_flash"] = sdpa(SDPBackend.FLASH_ATTENTION)
+        out["sdpa_cudnn"] = sdpa(SDPBackend.CUDNN_ATTENTION)
+        fla = fla_linear()
+        if fla is not None:
+            out["fla_chunk_linear_attn"] = fla
+    else:
+        out["sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        del out["holo"], out["performer"]  # on CPU the attention functions take the PyTorch path anyway
+    return out
+
+
+def timed(fn, device: str, budget_s: float = 1.0, max_reps: int = 20) -> float:
+    """Median milliseconds of `fn` after warm-up (CUDA events on GPU, perf_counter on CPU)."""
+    for _ in range(2):
+        fn()
+    times, spent = [], 0.0
+    while len(times) < max_reps and (spent < budget_s or len(times) < 3):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            ms = start.elapsed_time(end)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            ms = (time.perf_counter() - t0) * 1e3
+        times.append(ms)
+        spent += ms / 1e3
+    return statistics.median(times)
+
+
+def measure(name: str, fn, t: int, heads: int, dim: int, device: str, dtype) -> dict:
+    q, k, v = (torch.randn(1, heads, t, dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, heads, t, dim, device=device, dtype=dtype)
+    row = {"name": name, "T": t}
+    try:
+        if device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() if device == "cuda" else 0
+        with torch.no_grad():
+            row["fwd_ms"] = timed(lambda: fn(q, k, v), device)
+        fwd_peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else None
+
+        def fwd_bwd():
+            out = fn(q, k, v)
+            out = out if out.shape == grad.shape else out.transpose(1, 2)
+            torch.autograd.backward(out, grad)
+
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        row["fwdbwd_ms"] = timed(fwd_bwd, device)
+        if device == "cuda":
+            row["fwd_peak_MiB"] = round(fwd_peak, 1)
+            row["fwdbwd_peak_MiB"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+    except Exception as e:  # an OOM or a missing backend is a result, not a crash
+        row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
+    finally:
+        q.grad = k.grad = v.grad = None
+    print(row, flush=True)
+    return row
+
+
+def table(rows: list[dict], lengths: list[int]) -> str:
+    names = list(dict.fromkeys(r["name"] for r in rows))
+    by = {(r["name"], r["T"]): r for r in rows}
+    best = {t: min((by[(n, t)].get("fwdbwd_ms", float("inf")) for n in names if n.startswith("sdpa")), default=None)
+            for t in lengths}
+    lines = ["| method | " + " | ".join(f"T={t} fwd / fwd+bwd ms (x sdpa best), peak MiB" for t in lengths) + " |",
+             "|---" * (len(lengths) + 1) + "|"]
+    for n in names:
+        cells = []
+        for t in lengths:
+            r = by.get((n, t), {})
+            if "fwdbwd_ms" not in r:
+                cells.append(r.get("error", "-")[:40])
+                continue
+            ratio = f" (x{best[t] / r['fwdbwd_ms']:.2f})" if best[t] not in (None, float("inf")) else ""
+            peak = f", {r['fwdbwd_peak_MiB']:.0f}" if "fwdbwd_peak_MiB" in r else ""
+            cells.append(f"{r['fwd_ms']:.3f} / {r['fwdbwd_ms']:.3f}{ratio}{peak}")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "fwdbwd_ms", "forward+backward ms"), (axes[1], "fwdbwd_peak_MiB", "peak MiB")):
+        for n in dict.fromkeys(r["name"] for r in rows):
+            pts = [(r["T"], r[key]) for r in rows if r["name"] == n and key in r]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=n)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("T (tokens)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("causal attention, bf16, B=1, H=16, D=64")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (checks the script, not the speed)")
+    p.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384, 65536])
+    args = p.parse_args(argv)
+    device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
+    lengths, heads, dim = ([128, 256], 2, 64) if args.smoke else (args.lengths, 16, 64)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    torch.manual_seed(0)
+    rows = []
+    for t in lengths:
+        for name, fn in methods(device).items():
+            if name.endswith("_torch") and t > 16384:
+                continue  # the PyTorch reference paths are shown up to 16k (their 64k run takes minutes)
+            rows.append(measure(name, fn, t, heads, dim, device, dtype))
+    out = Path(args.out)
+    env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+           "dtype": str(dtype), "heads": heads, "head_dim": dim}
+    write_text_atomic(out / "kernels.json", json.dumps({"env": env, "rows": rows}, indent=1))
+    md = table(rows, lengths)
+    write_text_atomic(out / "kernels.md", md + "\n")
+    plot(rows, out / "kernels.png")
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

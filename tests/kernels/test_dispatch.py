@@ -1,0 +1,40 @@
+"""Which path the attention functions take: PyTorch on CPU, the Triton kernels when enabled."""
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import hf_attn
+from hf_attn import kernels
+from hf_attn.attention import holo, performer
+
+triton = pytest.importorskip("triton")
+
+
+def test_cpu_tensors_take_the_pytorch_fallback(monkeypatch):
+    assert not kernels.kernels_enabled(torch.zeros(1))
+    monkeypatch.setenv("HF_ATTN_TRITON", "0")
+    assert not kernels.kernels_enabled(torch.zeros(1, device="meta"))
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_enabled_kernels_are_called_and_agree(variant, monkeypatch):
+    """With the switch forced on, the attention function runs the kernel (interpreted on CPU) and agrees."""
+    if not torch.cuda.is_available() and not triton.knobs.runtime.interpret:
+        pytest.skip("needs CUDA or TRITON_INTERPRET=1")
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    fn = hf_attn.get_variant(variant).function
+    mod = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(performer_num_features=64))
+    q, k, v = (torch.randn(1, 2, 20, 32, device=dev) for _ in range(3))
+    target = {"holo": holo, "performer": performer}[variant]
+    monkeypatch.setattr(target, "kernels_enabled", lambda x: False)
+    ref, _ = fn(mod, q, k, v, None)
+    calls = []
+    name = "holo_causal" if variant == "holo" else "performer_causal"
+    kmod = __import__(f"hf_attn.kernels.{variant}_triton", fromlist=[name])
+    real = getattr(kmod, name)
+    monkeypatch.setattr(kmod, name, lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.setattr(target, "kernels_enabled", lambda x: True)
+    out, _ = fn(mod, q, k, v, None)
+    assert calls, "the kernel path was not taken"
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
