@@ -74,6 +74,9 @@ class HfAttnModelMixin:
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
+        config = kwargs.get("config")
+        # The Auto classes move attn_implementation into the config they pass; a direct call keeps the kwarg.
+        requested = kwargs.get("attn_implementation") or getattr(config, "_attn_implementation", None)
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
                                               **kwargs)
@@ -83,7 +86,7 @@ class HfAttnModelMixin:
                 f"{pretrained_model_name_or_path}: the base weights do not fit {cls.__name__} ({bad}); an hf-attn "
                 "checkpoint loads strictly. Was it saved with hf_attn.save_pretrained from this architecture?"
             )
-        restore(model, pretrained_model_name_or_path, kwargs.get("attn_implementation"), hub_kwargs)
+        restore(model, pretrained_model_name_or_path, requested, hub_kwargs)
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
