@@ -85,7 +85,9 @@ def _fmt(value: Any) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
-    return "nan" if math.isnan(value) else f"{value:.4g}"
+    if math.isnan(value):
+        return "nan"
+    return f"{value:.1f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def _flatten(data: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -245,13 +247,14 @@ def render_card(
     if variant and variant in list_variants():
         v = list_variants()[variant]
         variant_info = {"name": v.name, "summary": v.summary, "complexity": v.complexity, "needs": ", ".join(v.needs),
-                        "knobs": v.config_keys, "values": {k: config[k] for k in v.config_keys if k in config}}
+                        "knobs": v.config_keys, "settings": {k: config[k] for k in v.config_keys if k in config}}
     wrapper_doc = ""
     if wrapper:
         from .adapters import list_wrappers
 
         spec = list_wrappers().get(wrapper.get("wrapper_type"))
-        wrapper_doc = (spec.config_cls.__doc__ or "").strip().split("\n\n")[0] if spec else ""
+        doc = (spec.config_cls.__doc__ or "").strip() if spec else ""
+        wrapper_doc = "" if doc.startswith(spec.config_cls.__name__ + "(") else doc.split("\n\n")[0]
     is_seq2seq = any("ConditionalGeneration" in a or "Seq2Seq" in a for a in config.get("architectures") or [])
     attention = variant or ("as the base model (transformers built-in)")
     card = ModelCard.from_template(

@@ -444,3 +444,19 @@ class HubServer(ThreadingHTTPServer):
 
     def repo_exists(self, repo_id: str) -> bool:
         return self.store.exists(repo_id)
+
+
+def client_env(hub: HubServer, home: Path, token: str | None = None) -> dict[str, str]:
+    """Environment for a fresh Python process that talks to `hub` as its Hub (own cache under `home`)."""
+    import os
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    return {
+        **os.environ,
+        "HF_ENDPOINT": hub.url,
+        "HF_HOME": str(home),
+        "HF_TOKEN": token or hub.token,
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")]),
+    }

@@ -11,36 +11,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaForSequenceClassification
 
 import hf_attn
-import toy_wrapper  # noqa: F401  (registers the test-only wrapper "toy_lowrank")
 from harness import DECODER_CONFIGS, ids, logits, tiny_model
-from hf_attn.adapters import list_wrappers
-
-TESTS = Path(__file__).resolve().parents[1]
-
-
-def wrappable() -> list[str]:
-    """Registered wrappers (shipped ones, and the test-only toy) that wrap a tiny Llama with their defaults."""
-    names = []
-    for name, spec in sorted(list_wrappers().items()):
-        if not (spec.config_cls.__module__.startswith("hf_attn.") or name == "toy_lowrank"):
-            continue
-        try:
-            hf_attn.wrap(tiny_model("llama", "sdpa"), spec.config_cls())
-        except Exception:  # a wrapper that needs settings a tiny Llama lacks is not a round-trip case here
-            continue
-        names.append(name)
-    return names
-
-
-def wrapped(arch: str, name: str, attn: str = "sdpa"):
-    """A tiny model wrapped with `name` whose wrapper tensors are moved off their initial values."""
-    model = hf_attn.wrap(tiny_model(arch, attn), list_wrappers()[name].config_cls())
-    with torch.no_grad():
-        for key, tensor in hf_attn.adapters.wrapper_state_dict(model).items():
-            if tensor.is_floating_point():
-                model.get_parameter(key).add_(0.05 * torch.randn_like(tensor))
-    return model
-
+from toy_wrapper import wrappable, wrapped
 
 AUTO = {"t5": AutoModelForSeq2SeqLM}
 
