@@ -192,8 +192,15 @@ def read_wrapper_config(path: str | Path) -> WrapperConfig:
     return WrapperConfig.from_dict(data)
 
 
-def load_wrapper(base_model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Wrap `base_model` as saved in `path` and load the wrapper's weights (strict: names and shapes)."""
+def load_wrapper(base_model: torch.nn.Module, path: str | Path, **hub_kwargs) -> torch.nn.Module:
+    """Wrap `base_model` as saved in `path` and load the wrapper's weights (strict: names and shapes).
+
+    `path` is a folder or a Hub repo id ("user/name"; `hub_kwargs` such as `revision`, `token` go to
+    `huggingface_hub.snapshot_download`).
+    """
+    from hf_attn.hub import resolve_folder
+
+    path = resolve_folder(path, [CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs)
     config = read_wrapper_config(path)
     wrap(base_model, config)
     tensors = load_file(str(Path(path) / WEIGHTS_NAME))

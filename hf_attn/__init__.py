@@ -7,6 +7,8 @@ from . import attention  # noqa: F401  (registers the variants)
 from .cache import RecurrentCache
 from .adapters import list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
+from .hub import push_to_hub
+from .modeling import register_family, save_pretrained
 from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention
 from .utils import HfAttnError, MissingDependencyError
 
@@ -27,6 +29,9 @@ __all__ = [
     "get_variant",
     "head_entropies",
     "list_variants",
+    "push_to_hub",
+    "register_family",
+    "save_pretrained",
     "register_variant",
     "set_attention",
 ]

@@ -6,7 +6,11 @@ import importlib
 import sys
 
 # Modules that add a subcommand; each defines `register(subparsers)` which sets `func` on its parser.
-COMMAND_MODULES = ["hf_attn.commands.variants", "hf_attn.compare"]
+COMMAND_MODULES = [
+    "hf_attn.commands.variants",
+    "hf_attn.compare",
+    "hf_attn.commands.push",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import fnmatch
 import importlib
 import importlib.util
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -47,3 +51,64 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+# Files of a previous checkpoint that must not survive into a new one (stale shards, a removed wrapper).
+CHECKPOINT_ONLY = ("*.safetensors", "*.safetensors.index.json", "hf_attn_wrapper.json")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, drop: tuple[str, ...] = CHECKPOINT_ONLY) -> Iterator[Path]:
+    """Yield an empty folder next to `path`; on success it takes `path`'s place in one rename.
+
+    An interrupted save (exception, Ctrl-C, kill) leaves the previous folder exactly as it was. Other files
+    already in `path` (a tokenizer, metrics) are hard-linked into the new folder, except names matching
+    `drop`, which belong to the checkpoint being replaced. A hard kill may leave a `.NAME.*.tmp` folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HfAttnError(f"{path} is a file; a checkpoint is saved into a folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            _carry_over(path, tmp, drop)
+            _exchange(tmp, path)  # tmp now holds the previous folder
+        else:
+            os.rename(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _carry_over(old: Path, new: Path, drop: tuple[str, ...]) -> None:
+    for entry in old.iterdir():
+        target = new / entry.name
+        if target.exists() or any(fnmatch.fnmatch(entry.name, pattern) for pattern in drop):
+            continue
+        if entry.is_dir():
+            shutil.copytree(entry, target, copy_function=_link_or_copy, symlinks=True)
+        else:
+            _link_or_copy(entry, target)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); elsewhere two renames, old kept till the end."""
+    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    old = b.with_name(f".{b.name}.old-{os.getpid()}")
+    os.rename(b, old)
+    os.rename(a, b)
+    os.rename(old, a)

@@ -15,3 +15,17 @@ import hf_attn  # noqa: E402,F401  (registers the variants)
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """A Hub-compatible server on 127.0.0.1 (tests/hub_server.py); in-process clients upload over LFS."""
+    from huggingface_hub import constants
+
+    from hub_server import HubServer
+
+    xet = constants.HF_HUB_DISABLE_XET
+    constants.HF_HUB_DISABLE_XET = True  # the test server speaks LFS, not Xet
+    with HubServer(tmp_path_factory.mktemp("hub"), token="hf_test_write_token") as server:
+        yield server
+    constants.HF_HUB_DISABLE_XET = xet

@@ -1,0 +1,191 @@
+"""Share on the Hub: upload a checkpoint or wrapper-only folder with an hf-attn model card; fetch by repo id.
+
+`push_to_hub` stages exactly what will be uploaded (checkpoint files, README.md, plots) in one folder, then
+creates the repo (and branch) and uploads that folder in one commit. The token comes from the usual
+huggingface_hub places (`token=`, `HF_TOKEN`, `hf auth login`); the endpoint from `endpoint=` or
+`HF_ENDPOINT`. A dry run writes the staged folder and sends nothing.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .utils import HfAttnError, atomic_dir
+
+# What a pushed checkpoint may contain; everything else (optimizer/scheduler state, pickles) stays home.
+UPLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_folder(name_or_path: str | Path, filenames: list[str], *, subfolder: str | None = None,
+                   endpoint: str | None = None, **hub_kwargs) -> Path:
+    """A local folder as is, or the snapshot of `filenames` from the Hub repo `name_or_path`."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path / subfolder if subfolder else path
+    if not REPO_ID.match(str(name_or_path)):
+        raise HfAttnError(f"{name_or_path} is neither a local folder nor a Hub repo id ('user/name').")
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"{subfolder}/{f}" if subfolder else f for f in filenames]
+    folder = Path(snapshot_download(str(name_or_path), allow_patterns=patterns, endpoint=endpoint, **hub_kwargs))
+    return folder / subfolder if subfolder else folder
+
+
+def is_checkpoint(folder: Path) -> bool:
+    from .adapters.base import CONFIG_NAME
+
+    return (folder / "config.json").is_file() or (folder / CONFIG_NAME).is_file()
+
+
+def find_checkpoint(run_dir: str | Path) -> tuple[Path, Path]:
+    """`(checkpoint folder, run folder)` for a run folder or a checkpoint folder.
+
+    In a run folder the checkpoint is a sub-folder named `final` or `best`, else the one with the highest
+    step number in its name (`checkpoint-1200`), else the newest. A checkpoint folder's run records are
+    read from the folder itself, or from its parent when that holds them.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise HfAttnError(f"{run_dir} is not a folder.")
+    if is_checkpoint(run_dir):
+        parent = run_dir.parent
+        records = any((parent / n).exists() for n in ("config.yaml", "config.yml", "metrics.csv"))
+        own = any((run_dir / n).exists() for n in ("config.yaml", "config.yml", "metrics.csv"))
+        return run_dir, parent if records and not own else run_dir
+    candidates = [p.parent for p in run_dir.glob("*/config.json")] + [p.parent for p in run_dir.glob("*/hf_attn_wrapper.json")]
+    candidates = sorted(set(candidates))
+    if not candidates:
+        raise HfAttnError(
+            f"No checkpoint in {run_dir}: expected config.json (hf_attn.save_pretrained) or hf_attn_wrapper.json "
+            "(hf_attn.save_wrapper) in it or in one of its sub-folders."
+        )
+    for name in ("final", "best"):
+        if run_dir / name in candidates:
+            return run_dir / name, run_dir
+
+    def step(p: Path) -> int:
+        numbers = re.findall(r"\d+", p.name)
+        return int(numbers[-1]) if numbers else -1
+
+    return max(candidates, key=lambda p: (step(p), p.stat().st_mtime)), run_dir
+
+
+def _check_loadable(folder: Path, run_config: dict | None) -> None:
+    """Refuse a checkpoint whose config lost the variant/wrapper it was trained with (it would load as sdpa)."""
+    import json
+
+    from .registry import list_variants
+
+    if not (folder / "config.json").is_file():
+        return
+    config = json.loads((folder / "config.json").read_text())
+    if str(config.get("model_type", "")).startswith("hf_attn_"):
+        return
+    from .model_card import _find_key
+
+    named = _find_key(run_config, ("attn_implementation", "variant", "attention"))
+    if (isinstance(named, str) and named in list_variants()) or (folder / "hf_attn_wrapper.json").exists():
+        raise HfAttnError(
+            f"{folder}/config.json is a stock '{config.get('model_type')}' config, but the run used "
+            f"{named or 'an hf-attn wrapper'}: loaded from the Hub it would silently run plain attention. Save the "
+            "checkpoint with hf_attn.save_pretrained(model, dir) and push that folder."
+        )
+
+
+def _link_checkpoint(src: Path, dst: Path) -> list[str]:
+    """Hard-link (or copy) the uploadable files of `src` into `dst`; returns the names left out."""
+    import fnmatch
+
+    left_out = []
+    for entry in sorted(src.iterdir()):
+        if entry.is_file() and any(fnmatch.fnmatch(entry.name, p) for p in UPLOAD_PATTERNS):
+            try:
+                (dst / entry.name).hardlink_to(entry)
+            except OSError:
+                shutil.copy2(entry, dst / entry.name)
+        elif entry.name != "README.md" and entry.name != "plots":
+            left_out.append(entry.name)
+    return left_out
+
+
+def stage(source, folder: Path, repo_id: str, *, run_dir: str | Path | None = None, wrapper_only: bool = False,
+          base_model: str | None = None, license: str | None = None, datasets: list[str] | None = None) -> Path:
+    """Write into `folder` exactly what gets uploaded: the checkpoint files, README.md and plots."""
+    from .adapters import save_wrapper
+    from .model_card import read_run, render_card
+    from .modeling import save_pretrained
+
+    if isinstance(source, torch.nn.Module):
+        if wrapper_only:
+            save_wrapper(source, folder)
+        else:
+            save_pretrained(source, folder)
+        run_dir_path = Path(run_dir) if run_dir else None
+    else:
+        checkpoint, run_dir_path = find_checkpoint(source)
+        run_dir_path = Path(run_dir) if run_dir else run_dir_path
+        left_out = _link_checkpoint(checkpoint, folder)
+        if left_out:
+            print(f"hf-attn push: not uploading {', '.join(left_out)} (only {', '.join(UPLOAD_PATTERNS)})")
+    run = read_run(run_dir_path)
+    _check_loadable(folder, run.config)
+    card = render_card(folder, repo_id, run, base_model=base_model, license=license, datasets=datasets)
+    (folder / "README.md").write_text(str(card))
+    return folder
+
+
+def push_to_hub(
+    source,
+    repo_id: str,
+    *,
+    run_dir: str | Path | None = None,
+    wrapper_only: bool = False,
+    private: bool | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    dry_run: str | Path | None = None,
+    base_model: str | None = None,
+    license: str | None = None,
+    datasets: list[str] | None = None,
+):
+    """Upload `source` (a model, a checkpoint folder or a run folder) to `repo_id` with a model card.
+
+    Returns the `CommitInfo`, or with `dry_run=DIR` the folder it would upload (nothing is sent).
+    """
+    if not REPO_ID.match(repo_id):
+        raise HfAttnError(f"repo_id must look like 'user/name', got '{repo_id}'.")
+    card_kwargs = dict(run_dir=run_dir, wrapper_only=wrapper_only, base_model=base_model, license=license,
+                       datasets=datasets)
+    if dry_run is not None:
+        with atomic_dir(dry_run, drop=("*",)) as tmp:
+            stage(source, tmp, repo_id, **card_kwargs)
+        return Path(dry_run)
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    api = HfApi(endpoint=endpoint, token=token)
+    with tempfile.TemporaryDirectory(prefix="hf_attn_push_") as tmp:
+        folder = stage(source, Path(tmp), repo_id, **card_kwargs)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            return api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision,
+                commit_message=commit_message or f"Upload {repo_id.split('/')[-1]} with hf-attn",
+            )
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else None
+            if status in (401, 403):
+                raise HfAttnError(
+                    f"The Hub at {api.endpoint} refused the token ({status}) for {repo_id}: nothing was uploaded. "
+                    "Log in with `hf auth login`, set HF_TOKEN, or pass a write token (--token)."
+                ) from e
+            raise

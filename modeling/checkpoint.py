@@ -1,0 +1,82 @@
+"""Save any model that uses an hf-attn variant and/or wrapper as a checkpoint that reloads with a plain
+`from_pretrained(path)` after `import hf_attn`.
+
+Layout (one folder, written atomically):
+- `config.json`: the stock config with `model_type="hf_attn_<family>"`, `architectures=["HfAttn<Stock>"]`,
+  `hf_attn_variant`, `hf_attn_wrapper` (the wrapper config dict) and `hf_attn_version`;
+- `model.safetensors` (or shards): the *base* weights under their stock names, so transformers loads them
+  strictly into the stock architecture;
+- `hf_attn_wrapper.json` + `hf_attn_wrapper.safetensors`: exactly what `hf_attn.save_wrapper` writes, so
+  the folder is also a wrapper-only folder for `hf_attn.load_wrapper(base_model, path)`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from hf_attn.utils import HfAttnError, atomic_dir, write_text_atomic
+
+from .families import family_of
+
+
+def checkpoint_fields(model: torch.nn.Module) -> dict:
+    """The hf-attn fields of `model`'s checkpoint config: variant in use, wrapper config, version."""
+    from hf_attn import __version__
+    from hf_attn.registry import list_variants
+
+    attn = getattr(model.config, "_attn_implementation", None)
+    state = getattr(model, "hf_attn_wrapper", None)
+    return {
+        "hf_attn_variant": attn if attn in list_variants() else None,
+        "hf_attn_wrapper": state.config.to_dict() if state is not None else None,
+        "hf_attn_version": __version__,
+    }
+
+
+def base_state_dict(model: torch.nn.Module, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
+    """`model`'s state dict as the unwrapped base model names it: wrapper tensors out, `.base_layer` removed."""
+    from hf_attn.adapters import wrapper_state_dict
+
+    state_dict = model.state_dict() if state_dict is None else state_dict
+    if getattr(model, "hf_attn_wrapper", None) is None:
+        return state_dict
+    own = set(wrapper_state_dict(model))
+    out = {}
+    for key, tensor in state_dict.items():
+        if key in own:
+            continue
+        base_key = key.replace(".base_layer.", ".")
+        if base_key in out:
+            raise HfAttnError(f"Wrapped model has both {key} and {base_key}: nested wrappers cannot be saved.")
+        out[base_key] = tensor
+    return out
+
+
+def save_pretrained(model: torch.nn.Module, save_directory: str | Path, *args, **kwargs) -> Path:
+    """Write the checkpoint described in this module's docstring; an interrupted save keeps the old folder.
+
+    Extra keyword arguments go to transformers' `save_pretrained` (e.g. `max_shard_size`).
+    """
+    from hf_attn.adapters import save_wrapper
+
+    family = family_of(model.config)
+    model_cls = family.model_class_for(model)
+    stock_cls = next(c for c in model_cls.__mro__[1:] if c.__name__ == model_cls.__name__[len("HfAttn"):])
+    if kwargs.pop("push_to_hub", False):
+        raise HfAttnError("Use hf_attn.push_to_hub(model, repo_id) (or model.push_to_hub) to upload.")
+    fields = checkpoint_fields(model)
+    state_dict = base_state_dict(model, kwargs.pop("state_dict", None))
+    with atomic_dir(save_directory) as tmp:
+        stock_cls.save_pretrained(model, tmp, *args, state_dict=state_dict, **kwargs)
+        if fields["hf_attn_wrapper"] is not None:
+            save_wrapper(model, tmp)
+        config_file = tmp / "config.json"
+        data = json.loads(config_file.read_text())
+        data.update(model_type=family.model_type, architectures=[model_cls.__name__], **fields)
+        write_text_atomic(config_file, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if getattr(model.config, "model_type", None) == family.model_type:  # keep an hf-attn model's config in step
+        for key, value in fields.items():
+            setattr(model.config, key, value)
+    return Path(save_directory)

@@ -1,0 +1,138 @@
+"""Full checkpoints with an hf-attn variant and/or wrapper: save, reload with a plain from_pretrained,
+atomic writes, strict loading and the clear errors (modeling/checkpoint.py, families.py, loading.py)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaForSequenceClassification
+
+import hf_attn
+from harness import DECODER_CONFIGS, ids, logits, tiny_model
+from toy_wrapper import wrappable, wrapped
+
+AUTO = {"t5": AutoModelForSeq2SeqLM}
+
+
+@pytest.mark.parametrize("arch", ["llama", "t5"])
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_variant_round_trip(tmp_path, arch, variant):
+    model = tiny_model(arch, variant)
+    hf_attn.save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["model_type"] == f"hf_attn_{arch}" and config["hf_attn_variant"] == variant
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["model.safetensors"]
+    reloaded = AUTO.get(arch, AutoModelForCausalLM).from_pretrained(tmp_path).eval()
+    assert reloaded.config._attn_implementation == variant
+    x = ids(2, 10)
+    torch.testing.assert_close(logits(reloaded, x), logits(model, x), rtol=0, atol=0)
+    # an explicit attn_implementation still wins (compare against sdpa on the same weights)
+    sdpa = AUTO.get(arch, AutoModelForCausalLM).from_pretrained(tmp_path, attn_implementation="sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("name", wrappable())
+def test_wrapped_round_trip(tmp_path, name):
+    model = wrapped("llama", name, attn="holo")
+    hf_attn.save_pretrained(model, tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["hf_attn_wrapper"]["wrapper_type"] == name
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.hf_attn_wrapper.config == model.hf_attn_wrapper.config
+    x = ids(2, 10)
+    torch.testing.assert_close(reloaded(input_ids=x).logits, model(input_ids=x).logits, rtol=0, atol=0)
+    # the base weights are stored under stock names: unwrap gives the exact base model back
+    base = tiny_model("llama", "holo")
+    torch.testing.assert_close(hf_attn.unwrap(reloaded)(input_ids=x).logits, base(input_ids=x).logits, rtol=0, atol=0)
+    # the folder doubles as a wrapper-only folder
+    onto_base = hf_attn.load_wrapper(tiny_model("llama", "holo"), tmp_path)
+    torch.testing.assert_close(onto_base(input_ids=x).logits, model(input_ids=x).logits, rtol=0, atol=0)
+
+
+def test_wrapped_t5_and_resave(tmp_path):
+    model = wrapped("t5", "toy_lowrank")
+    x = ids(2, 9)
+    hf_attn.save_pretrained(model, tmp_path / "a")
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "a")
+    reloaded.save_pretrained(tmp_path / "b")  # the hf-attn class saves through hf-attn too
+    again = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "b")
+    torch.testing.assert_close(logits(again, x), logits(model, x), rtol=0, atol=0)
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    first = wrapped("llama", "toy_lowrank")
+    hf_attn.save_pretrained(first, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "tokenizer.json").write_text("{}")  # a file the next save must keep
+    x = ids(1, 8)
+    expected = first(input_ids=x).logits
+
+    import hf_attn.adapters.base as base
+
+    def crash(tensors, filename, metadata=None):  # dies halfway through writing the wrapper weights
+        Path(filename).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        hf_attn.save_pretrained(wrapped("llama", "toy_lowrank"), tmp_path / "ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left behind
+    torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")(input_ids=x).logits, expected)
+    monkeypatch.undo()
+
+    # saving an unwrapped model over it: stale wrapper files go, other files stay
+    hf_attn.save_pretrained(tiny_model("llama", "holo"), tmp_path / "ckpt")
+    names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert names == ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json"]
+
+
+def _edit_config(path: Path, **changes) -> None:
+    config = json.loads((path / "config.json").read_text())
+    config.update(changes)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_unknown_variant_or_wrapper_is_a_clear_error(tmp_path):
+    hf_attn.save_pretrained(wrapped("llama", "toy_lowrank"), tmp_path)
+    _edit_config(tmp_path, hf_attn_variant="quantum_foam", hf_attn_version="9.9.9")
+    with pytest.raises(hf_attn.HfAttnError, match=r"variant 'quantum_foam' \(saved with hf-attn 9\.9\.9; this installation is hf-attn 0\.1\.0\)"):
+        AutoConfig.from_pretrained(tmp_path)
+    _edit_config(tmp_path, hf_attn_variant=None, hf_attn_wrapper={"wrapper_type": "future_wrapper"})
+    with pytest.raises(hf_attn.HfAttnError, match="wrapper 'future_wrapper'.*Upgrade hf-attn"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+
+
+def test_strict_loading_and_unsupported_heads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    hf_attn.save_pretrained(wrapped("llama", "toy_lowrank"), tmp_path)
+    tensors = load_file(tmp_path / "hf_attn_wrapper.safetensors")
+    tensors.pop(sorted(tensors)[0])
+    save_file(tensors, tmp_path / "hf_attn_wrapper.safetensors")
+    with pytest.raises(hf_attn.HfAttnError, match="do not fit this model"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    tensors.pop("model.norm.weight")
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(hf_attn.HfAttnError, match="missing_keys.*model.norm.weight"):
+        AutoModelForCausalLM.from_pretrained(tmp_path)
+    classifier = LlamaForSequenceClassification(DECODER_CONFIGS["llama"]())
+    with pytest.raises(hf_attn.HfAttnError, match="LlamaForSequenceClassification"):
+        hf_attn.save_pretrained(classifier, tmp_path / "clf")
+
+
+def test_without_hf_attn_the_checkpoint_is_refused(tmp_path):
+    """A fresh process that never imports hf_attn must not load the checkpoint as a plain Llama."""
+    hf_attn.save_pretrained(wrapped("llama", "toy_lowrank"), tmp_path)
+    code = (
+        "import sys\nfrom transformers import AutoModelForCausalLM\n"
+        f"try:\n    AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})\n"
+        "except (ValueError, KeyError) as e:\n    print('REFUSED', e)\nelse:\n    print('LOADED')\n"
+        "assert 'hf_attn' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "REFUSED" in out.stdout and "hf_attn_llama" in out.stdout
