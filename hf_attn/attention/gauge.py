@@ -66,18 +66,23 @@ def row_bias(call: AttentionCall, mask4: torch.Tensor | None, rows: torch.Tensor
     return bias if call.bias is None else bias + call.bias[..., rows, :]
 
 
-def explicit_path(call, qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, mask4, p: float):
-    """`(out (B, Tq, Hq, Dv), weights (B, Hq, Tq, Tk))` from the KL on the full grid, chunked over queries."""
-    kb = expand_beliefs(kb, call.groups)
+def select_rows(b: Beliefs, rows) -> Beliefs:
+    """The beliefs of some query positions (`rows`: a slice or an index tensor)."""
+    var = b.var if b.var.shape[2] == 1 else b.var[:, :, rows]
+    return Beliefs(b.mu[:, :, rows], var, None if b.phi is None else b.phi[:, :, rows], b.per_block)
+
+
+def explicit_scores(qb: Beliefs, kb: Beliefs, settings: GaugeSettings) -> torch.Tensor:
+    """`-KL(q_i || Omega_ij k_j) / kappa`, `(B, H, Tq, Tk)`, chunked over queries to bound the intermediate."""
     tq, tk, d = qb.mu.shape[2], kb.mu.shape[2], qb.mu.shape[3]
     step = max(1, EXPLICIT_CHUNK // max(1, tk * d * qb.mu.shape[0] * qb.mu.shape[1]))
-    scores = []
-    for s in range(0, tq, step):
-        sl = slice(s, s + step)
-        part = Beliefs(qb.mu[:, :, sl], qb.var if qb.var.shape[2] == 1 else qb.var[:, :, sl],
-                       None if qb.phi is None else qb.phi[:, :, sl], qb.per_block)
-        scores.append(-kl_explicit(part, kb, settings.layout) / settings.kappa)
-    scores = torch.cat(scores, 2)
+    parts = [kl_explicit(select_rows(qb, slice(s, s + step)), kb, settings.layout) for s in range(0, tq, step)]
+    return torch.cat(parts, 2) / -settings.kappa
+
+
+def explicit_path(call, qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, mask4, p: float):
+    """`(out (B, Tq, Hq, Dv), weights (B, Hq, Tq, Tk))` from the KL on the full grid."""
+    scores = explicit_scores(qb, expand_beliefs(kb, call.groups), settings)
     if mask4 is not None:
         extra = torch.zeros(mask4.shape, dtype=scores.dtype, device=scores.device).masked_fill(~mask4, float("-inf"))
         call = AttentionCall(call.causal, call.key_padding, extra if call.bias is None else call.bias + extra,
@@ -115,7 +120,7 @@ def fast_path(call, qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, ma
     qa, ka = qa.to(dtype), ka.to(dtype)
     dv, width = value.shape[-1], qa.shape[-1]
     v = value
-    if width > dv and qa.is_cuda:  # flash needs equal q/k/v widths; zeros in v change nothing
+    if width > dv:  # flash kernels (CUDA and CPU) need equal q/k/v widths; zeros in v change nothing
         v = F.pad(value, (0, width - dv))
     elif width < dv:
         qa, ka = F.pad(qa, (0, dv - width)), F.pad(ka, (0, dv - width))
