@@ -36,6 +36,7 @@ register_variant(
         "gauge_kappa": "temperature kappa > 0 (default None = 1/scaling, i.e. sqrt(head_dim))",
         "gauge_irrep_spec": f"irrep blocks 'MULTxL+...' (default None = '{DEFAULT_IRREP_SPEC}' fitted to head_dim)",
         "gauge_variance": "one variance for all blocks, or one per block (default 1.0)",
+        "gauge_compile": "torch.compile the augmented-vector prologue into fused kernels (default False)",
     },
 )
 

@@ -113,19 +113,58 @@ def _sdpa_mask(call: AttentionCall, mask4, tq: int, tk: int, dtype, device):
     return bias.masked_fill(dead, 0.0), False, dead
 
 
-def fast_path(call, qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, mask4, p: float) -> torch.Tensor:
-    """`(B, Tq, Hq, Dv)` through SDPA on augmented vectors (needs one variance per irrep block)."""
+def free_vectors(query, key, value, inv_var: torch.Tensor, split: bool, multiple: int = 8):
+    """Augmented `(q~, k~, v~)` of the parameter-free form in the input dtype, with few kernels.
+
+    Same algebra as `augmented` for identity frames and constant variances `t`: `q~ = [q, 1(, 1)]`,
+    `k~ = [k / t, c(_hi, c_lo)]`, `c_j = -|k_j|^2_t / 2` shifted by `c_0`; v zero-padded to the same width.
+    """
+    d, dv = query.shape[-1], value.shape[-1]
+    extra = 2 if split else 1
+    width = max(-(-(d + extra) // multiple) * multiple, dv)
+    kf = key.float()
+    ks = kf * inv_var
+    c = -0.5 * (kf * ks).sum(-1, keepdim=True)
+    c = c - c[..., :1, :]
+    qa = F.pad(query, (0, width - d))
+    qa[..., d : d + extra] = 1
+    ka = F.pad(ks, (0, width - d))
+    if split:
+        hi = c.to(torch.bfloat16).float()
+        ka[..., d : d + 1], ka[..., d + 1 : d + 2] = hi, c - hi
+    else:
+        ka[..., d : d + 1] = c
+    return qa, ka.to(query.dtype), F.pad(value, (0, width - dv))
+
+
+_compiled_free_vectors = None
+
+
+def _free_builder(config):
+    """`free_vectors`, or its torch.compile'd form (one fused kernel per vector) if `config.gauge_compile`."""
+    global _compiled_free_vectors
+    if not getattr(config, "gauge_compile", False):
+        return free_vectors
+    if _compiled_free_vectors is None:
+        _compiled_free_vectors = torch.compile(free_vectors, dynamic=True)
+    return _compiled_free_vectors
+
+
+def belief_vectors(qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings):
+    """Augmented `(q~, k~, v~)` from general beliefs (frames, per-token variances), in the value dtype."""
     dtype = value.dtype
     qa, ka = augmented(qb, kb, settings.layout, split_constant=dtype in (torch.bfloat16, torch.float16))
     qa, ka = qa.to(dtype), ka.to(dtype)
-    dv, width = value.shape[-1], qa.shape[-1]
-    v = value
-    if width > dv:  # flash kernels (CUDA and CPU) need equal q/k/v widths; zeros in v change nothing
-        v = F.pad(value, (0, width - dv))
-    elif width < dv:
-        qa, ka = F.pad(qa, (0, dv - width)), F.pad(ka, (0, dv - width))
+    width, dv = qa.shape[-1], value.shape[-1]
+    if width < dv:
+        return F.pad(qa, (0, dv - width)), F.pad(ka, (0, dv - width)), value
+    return qa, ka, F.pad(value, (0, width - dv))  # flash kernels (CUDA, CPU) need equal widths
+
+
+def fast_path(call, qa, ka, v, dv: int, settings: GaugeSettings, mask4, p: float) -> torch.Tensor:
+    """`(B, Tq, Hq, Dv)`: SDPA over augmented vectors with scale 1/kappa (the output's first dv dims)."""
     tq, tk = qa.shape[2], ka.shape[2]
-    mask, is_causal, dead = _sdpa_mask(call, mask4, tq, tk, dtype, qa.device)
+    mask, is_causal, dead = _sdpa_mask(call, mask4, tq, tk, qa.dtype, qa.device)
     gqa = call.groups > 1 and mask is None
     if call.groups > 1 and not gqa:
         ka, v = expand_kv(ka, call.groups), expand_kv(v, call.groups)
@@ -163,14 +202,25 @@ def gauge_attention_forward(
     if source is None:
         source = ParameterFree(settings_from_config(getattr(module, "config", None), query.shape[-1], scaling))
     settings = source.settings
-    qb, kb = source.beliefs(query, key)
-    weights = None
-    if kwargs.get("output_attentions") or not (qb.per_block and kb.per_block):
-        out, weights = explicit_path(call, qb, kb, value, settings, mask4, p)
-        weights = weights.to(query.dtype)
-    else:
-        out = fast_path(call, qb, kb, value, settings, mask4, p)
     store = getattr(module, "gauge_diagnostics", None)
+    weights, qb, kb = None, None, None
+    free = isinstance(source, ParameterFree) and not kwargs.get("output_attentions")
+    if free:
+        inv_var = 1.0 / torch.tensor([settings.variance[i] for i in settings.layout.block_of_dim()],
+                                     device=query.device)
+        split = query.dtype in (torch.bfloat16, torch.float16)
+        qa, ka, v = _free_builder(getattr(module, "config", None))(query, key, value, inv_var, split)
+        out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
+    else:
+        qb, kb = source.beliefs(query, key)
+        if kwargs.get("output_attentions") or not (qb.per_block and kb.per_block):
+            out, weights = explicit_path(call, qb, kb, value, settings, mask4, p)
+            weights = weights.to(query.dtype)
+        else:
+            qa, ka, v = belief_vectors(qb, kb, value, settings)
+            out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
     if store is not None:
+        if qb is None:
+            qb, kb = source.beliefs(query.detach(), key.detach())
         store.record(module, call, mask4, qb, kb, settings)
     return out.to(query.dtype).contiguous(), weights
