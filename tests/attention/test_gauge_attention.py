@@ -8,6 +8,7 @@ import hf_attn
 from hf_attn.attention import gauge as gauge_mod
 from hf_attn.gauge import Beliefs, settings_from_config
 from references import gauge_reference
+from test_kernels import _visible  # noqa: E402  (same folder: pytest puts it on sys.path)
 
 fn = hf_attn.get_variant("gauge").function
 
@@ -33,15 +34,6 @@ class RandomBeliefs:
 
     def beliefs(self, query, key):
         return self._side(query, "q"), self._side(key, "k")
-
-
-def _visible(b, hq, tq, tk, causal, padding):
-    vis = torch.ones(b, hq, tq, tk, dtype=torch.bool)
-    if causal:
-        vis &= torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)
-    if padding is not None:
-        vis &= padding[:, None, None, :]
-    return vis
 
 
 @pytest.mark.parametrize("per_block", [True, False])
