@@ -14,8 +14,10 @@ from .base import (
     wrap,
     wrapper_state_dict,
 )
+from .gauge import GaugeConfig  # noqa: E402  (registers the gauge wrapper)
 
 __all__ = [
+    "GaugeConfig",
     "WrapperConfig",
     "WrapperLayer",
     "WrapperSpec",

@@ -96,6 +96,7 @@ class WrapperState:
     config: WrapperConfig
     undo: list[Callable[[], None]]
     requires_grad: dict[str, bool]
+    attn_implementation: str | None = None  # the base model's, restored by unwrap (a wrapper may switch it)
 
 
 def find_targets(model: torch.nn.Module, targets: list[str] | str, kinds: tuple[type, ...] = ()) -> list[str]:
@@ -143,8 +144,9 @@ def wrap(model: torch.nn.Module, config: WrapperConfig) -> torch.nn.Module:
     if config.freeze_base:
         for p in model.parameters():
             p.requires_grad_(False)
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
     undo = _WRAPPERS[config.wrapper_type].apply(model, config)
-    model.hf_attn_wrapper = WrapperState(config, undo, requires_grad)
+    model.hf_attn_wrapper = WrapperState(config, undo, requires_grad, attn)
     return model
 
 
@@ -238,5 +240,7 @@ def unwrap(model: torch.nn.Module, merge: bool = False) -> torch.nn.Module:
     for name, p in model.named_parameters():
         if name in state.requires_grad:
             p.requires_grad_(state.requires_grad[name])
+    if state.attn_implementation is not None and model.config._attn_implementation != state.attn_implementation:
+        model.set_attn_implementation(state.attn_implementation)
     del model.hf_attn_wrapper
     return model

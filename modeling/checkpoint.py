@@ -26,8 +26,9 @@ def checkpoint_fields(model: torch.nn.Module) -> dict:
     from hf_attn import __version__
     from hf_attn.registry import list_variants
 
-    attn = getattr(model.config, "_attn_implementation", None)
     state = getattr(model, "hf_attn_wrapper", None)
+    # a wrapper may switch attention itself (gauge): store the base model's, the wrapper re-applies its own
+    attn = state.attn_implementation if state is not None else getattr(model.config, "_attn_implementation", None)
     return {
         "hf_attn_variant": attn if attn in list_variants() else None,
         "hf_attn_wrapper": state.config.to_dict() if state is not None else None,

@@ -13,6 +13,7 @@ import math
 import torch
 
 from hf_attn.attention.performer import DEFAULT_NUM_FEATURES, random_features
+from hf_attn.gauge import settings_from_config, wigner_d
 
 
 def _expand(x, hq):
@@ -78,4 +79,51 @@ def performer_reference(module, q, k, v, visible, bias, scaling):
     return out.transpose(1, 2)
 
 
-REFERENCES = {"holo": holo_reference, "performer": performer_reference}
+def _frames(phi, layout):
+    """Per-token block-diagonal rotation `(B, H, T, D, D)` (identity when phi is None)."""
+    d = layout.head_dim
+    if phi is None:
+        return None
+    blocks = [wigner_d(phi.double(), b.l) if b.l else torch.eye(b.dim, dtype=torch.float64).expand(*phi.shape[:-1], b.dim, b.dim)
+              for b in layout.blocks]
+    out = torch.zeros(*phi.shape[:-1], d, d, dtype=torch.float64)
+    for b, m in zip(layout.blocks, blocks):
+        out[..., b.start : b.stop, b.start : b.stop] = m
+    return out
+
+
+def gauge_reference(module, q, k, v, visible, bias, scaling, phi_q=None, phi_k=None, var_q=None, var_k=None):
+    """softmax(-KL(N(q_i, S_i) || Omega_ij N(k_j, S_j)) / kappa) with full covariance matrices.
+
+    Variances default to the config's per-block values; `var_q`/`var_k` are per-dimension `(B, H, T, D)`.
+    Without frames: the textbook diagonal-Gaussian KL summed over dimensions. With frames: `Omega_ij =
+    R_i R_j^T` as a D x D matrix, transported covariance `Omega diag(v_j) Omega^T`, KL by inverse and slogdet.
+    """
+    settings = settings_from_config(getattr(module, "config", None), q.shape[-1], scaling)
+    hq, d = q.shape[1], q.shape[-1]
+    per_dim = torch.tensor([settings.variance[i] for i in settings.layout.block_of_dim()], dtype=torch.float64)
+    vq = per_dim.expand(q.shape) if var_q is None else var_q.double()
+    vk = per_dim.expand(k.shape) if var_k is None else var_k.double()
+    q, k, vk = q.double(), _expand(k.double(), hq), _expand(vk, hq)
+    rq, rk = _frames(phi_q, settings.layout), _frames(phi_k, settings.layout)
+    if rq is None and rk is None:
+        qi, qv = q[:, :, :, None, :], vq[:, :, :, None, :]
+        kj, kv = k[:, :, None, :, :], vk[:, :, None, :, :]
+        kl = 0.5 * (qv / kv + (kj - qi) ** 2 / kv - 1 + kv.log() - qv.log()).sum(-1)
+    else:
+        eye = torch.eye(d, dtype=torch.float64)
+        rq = eye.expand(*q.shape[:3], d, d) if rq is None else rq
+        rk = eye.expand(*k.shape[:3], d, d) if rk is None else _expand(rk, hq)
+        omega = rq[:, :, :, None] @ rk[:, :, None].transpose(-1, -2)  # (B, H, Tq, Tk, D, D)
+        mean = (omega @ k[:, :, None, :, :, None])[..., 0]
+        cov = omega @ torch.diag_embed(vk)[:, :, None] @ omega.transpose(-1, -2)
+        inv = torch.linalg.inv(cov)
+        diff = (mean - q[:, :, :, None, :])[..., None]
+        trace = torch.diagonal(inv @ torch.diag_embed(vq)[:, :, :, None], dim1=-2, dim2=-1).sum(-1)
+        maha = (diff.transpose(-1, -2) @ inv @ diff)[..., 0, 0]
+        kl = 0.5 * (trace + maha - d + torch.linalg.slogdet(cov)[1] - vq.log().sum(-1)[..., None])
+    w = _weights(-kl / settings.kappa, visible, bias)
+    return (w @ _expand(v.double(), hq)).transpose(1, 2)
+
+
+REFERENCES = {"holo": holo_reference, "performer": performer_reference, "gauge": gauge_reference}

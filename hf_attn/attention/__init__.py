@@ -1,5 +1,9 @@
 """Attention functions with transformers' signature, one module per variant, registered on import."""
+from transformers.masking_utils import sdpa_mask
+
+from ..gauge.irreps import DEFAULT_IRREP_SPEC
 from ..registry import register_variant
+from .gauge import gauge_attention_forward
 from .holo import holo_attention_forward
 from .performer import DEFAULT_NUM_FEATURES, performer_attention_forward
 
@@ -21,4 +25,19 @@ register_variant(
     },
 )
 
-__all__ = ["holo_attention_forward", "performer_attention_forward"]
+register_variant(
+    "gauge",
+    gauge_attention_forward,
+    summary="softmax of -KL between Gaussian beliefs (query/key means, per-irrep-block variances), SO(3) frames",
+    complexity="O(T²·D) time on SDPA/flash kernels over head_dim+1..2 augmented dims, memory O(T) without masks "
+    "(per-dimension variances or output_attentions: explicit O(T²·D))",
+    mask=sdpa_mask,
+    config_keys={
+        "gauge_kappa": "temperature kappa > 0 (default None = 1/scaling, i.e. sqrt(head_dim))",
+        "gauge_irrep_spec": f"irrep blocks 'MULTxL+...' (default None = '{DEFAULT_IRREP_SPEC}' fitted to head_dim)",
+        "gauge_variance": "one variance for all blocks, or one per block (default 1.0)",
+        "gauge_compile": "torch.compile the augmented-vector prologue into fused kernels (default False)",
+    },
+)
+
+__all__ = ["gauge_attention_forward", "holo_attention_forward", "performer_attention_forward"]

@@ -1,0 +1,6 @@
+"""Learned gauge attention as an adapter: `hf_attn.wrap(model, GaugeConfig())` (DESIGN.md 1, door 2)."""
+from .config import GaugeConfig
+from .layer import BeliefMaps, GaugeAttention, HeadLinear
+from .wrap import apply
+
+__all__ = ["BeliefMaps", "GaugeAttention", "GaugeConfig", "HeadLinear", "apply"]
