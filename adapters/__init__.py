@@ -14,8 +14,12 @@ from .base import (
     wrap,
     wrapper_state_dict,
 )
+from .prismatic import PrismaticConfig, force_expert, routing_metrics  # noqa: E402  (registers "prismatic")
 
 __all__ = [
+    "PrismaticConfig",
+    "force_expert",
+    "routing_metrics",
     "WrapperConfig",
     "WrapperLayer",
     "WrapperSpec",
