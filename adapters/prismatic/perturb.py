@@ -9,7 +9,8 @@ coefficients and one multiply-add per tensor.
 `C_k` depends on the weights only through the magnitude ranking, so `ViewCache` keeps it until the base
 weight changes (tracked with the tensor's in-place version counter; every `mask_refresh_steps` changes it is
 rebuilt), while the perturbation *values* always follow the current W: a frozen base pays the selection
-once, a trained one once per optimiser step at most (one sort per tensor, no Python loop over elements).
+once, a trained one once per optimiser step at most (two top-k per tensor; the focal patterns do not depend
+on the weights and are computed once; no Python loop over elements).
 """
 from __future__ import annotations
 
@@ -50,14 +51,16 @@ def sign_mask(w: torch.Tensor, config: PrismaticConfig, name: str, expert: int) 
     if config.perturbation_strategy == "random":
         pick = torch.randperm(n, generator=_generator(config, name, expert))[:n_top].to(w.device)
         return out.index_fill_(0, pick, top_sign)
-    order = torch.argsort(flat.abs().float(), stable=True)  # ascending magnitude, deterministic ties
-    out[order[n - n_top:]] = top_sign
-    out[order[:n_bottom]] = bottom_sign
+    mag = flat.abs().float()
+    if n_top:
+        out[torch.topk(mag, n_top, sorted=False).indices] = top_sign
+    if n_bottom:  # exact counts even with ties (bf16 weights have many): topk, not a threshold
+        out[torch.topk(mag, n_bottom, largest=False, sorted=False).indices] = bottom_sign
     return out
 
 
 def modulation(numel: int, expert: int, config: PrismaticConfig, device=None) -> torch.Tensor:
-    """The focal pattern of `expert` along the flat index (float32, `(numel,)`)."""
+    """The focal pattern of `expert` along the flat index (float32, `(numel,)`); weight-independent."""
     pattern = config.focal_pattern
     if pattern == "none":
         return torch.ones(numel, device=device)
@@ -72,14 +75,18 @@ def modulation(numel: int, expert: int, config: PrismaticConfig, device=None) ->
     return out.float()
 
 
-def coefficients(w: torch.Tensor, config: PrismaticConfig, name: str) -> torch.Tensor:
-    """`(K - 1, *w.shape)` coefficients of experts 1..K-1 in w's dtype (no gradient)."""
+def coefficients(w: torch.Tensor, config: PrismaticConfig, name: str, patterns=None) -> torch.Tensor:
+    """`(K - 1, *w.shape)` coefficients of experts 1..K-1 in w's dtype (no gradient).
+
+    `patterns(numel, expert, device)` may supply cached focal patterns (they do not depend on the weights).
+    """
     n = w.numel()
+    patterns = patterns or (lambda numel, expert, device: modulation(numel, expert, config, device))
     shared = None if config.perturbation_strategy == "random" else sign_mask(w, config, name, 0)
     rows = []
     for expert in range(1, config.num_experts):
         mask = shared if shared is not None else sign_mask(w, config, name, expert)
-        c = config.perturbation_scale * mask * modulation(n, expert, config, w.device)
+        c = config.perturbation_scale * mask * patterns(n, expert, w.device)
         if config.perturbation_mode == "noise":
             c = c * torch.randn(n, generator=_generator(config, name, expert)).to(w.device)
         rows.append(c)
@@ -109,6 +116,13 @@ class ViewCache:
     def __init__(self, config: PrismaticConfig):
         self.config = config
         self._entries: dict[str, tuple[torch.Tensor, tuple, int]] = {}
+        self._patterns: dict[tuple, torch.Tensor] = {}
+
+    def pattern(self, numel: int, expert: int, device) -> torch.Tensor:
+        key = (numel, expert, str(device))
+        if key not in self._patterns:
+            self._patterns[key] = modulation(numel, expert, self.config, device)
+        return self._patterns[key]
 
     def get(self, name: str, w: torch.Tensor) -> torch.Tensor:
         key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
@@ -122,6 +136,6 @@ class ViewCache:
                 self._entries[name] = (coef, key, changes + 1)
                 return coef
         with torch.no_grad():
-            coef = coefficients(w, self.config, name)
+            coef = coefficients(w, self.config, name, self.pattern)
         self._entries[name] = (coef, key, 0)
         return coef
