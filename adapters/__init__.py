@@ -15,9 +15,13 @@ from .base import (
     wrapper_state_dict,
 )
 from .gauge import GaugeConfig  # noqa: E402  (registers the gauge wrapper)
+from .prismatic import PrismaticConfig, force_expert, routing_metrics  # noqa: E402  (registers "prismatic")
 
 __all__ = [
     "GaugeConfig",
+    "PrismaticConfig",
+    "force_expert",
+    "routing_metrics",
     "WrapperConfig",
     "WrapperLayer",
     "WrapperSpec",

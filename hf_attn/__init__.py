@@ -5,7 +5,7 @@
 """
 from . import attention  # noqa: F401  (registers the variants)
 from .cache import RecurrentCache
-from .adapters import GaugeConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
+from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
 from .hub import push_to_hub
 from .modeling import register_family, save_pretrained
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "RecurrentCache",
     "GaugeConfig",
+    "PrismaticConfig",
     "list_wrappers",
     "load_wrapper",
     "save_wrapper",

@@ -127,3 +127,25 @@ def gauge_reference(module, q, k, v, visible, bias, scaling, phi_q=None, phi_k=N
 
 
 REFERENCES = {"holo": holo_reference, "performer": performer_reference, "gauge": gauge_reference}
+
+
+def alibi_reference(q, k, v, scaling, q_offset=0):
+    """Causal ALiBi attention (Press et al. 2022) in float64, power-of-two head counts only.
+
+    q `(B, H, Tq, D)`, k/v `(B, Hkv, Tk, D)` without any rotary encoding; score of query i (cache index
+    i + q_offset) and key j is `scaling * q.k - 2^(-8(h+1)/H) * (i + q_offset - j)`, keys j > i are hidden.
+    Returns `(B, Tq, H, D)`.
+    """
+    b, h, tq, _ = q.shape
+    tk = k.shape[2]
+    assert h & (h - 1) == 0, "this reference covers power-of-two head counts"
+    k, v = _expand(k.double(), h), _expand(v.double(), h)
+    out = torch.zeros(b, h, tq, q.shape[-1], dtype=torch.float64)
+    for head in range(h):
+        slope = 2.0 ** (-8.0 * (head + 1) / h)
+        for i in range(tq):
+            pos = i + q_offset
+            scores = torch.stack([scaling * (q[:, head, i].double() * k[:, head, j]).sum(-1) - slope * (pos - j)
+                                  for j in range(pos + 1)], -1)
+            out[:, head, i] = torch.softmax(scores, -1).unsqueeze(1).matmul(v[:, head, : pos + 1]).squeeze(1)
+    return out.transpose(1, 2)

@@ -1,0 +1,78 @@
+"""Routing metrics per wrapped module, kept from each forward (detached, no recomputation, no GPU sync).
+
+Each forward stores the `(B, K)` routing; the numbers are derived only when read:
+- `expert_k_weight`: mean routing weight of expert k over the sequences of the last forward,
+- `entropy`: Shannon entropy (nats) of that mean distribution (max ln K),
+- `balance`: entropy / ln K (1.0 = perfectly even, 0 = one expert),
+- `concentration`: the largest expert weight,
+- `variance`: variance of the K expert weights (population; 0 = even).
+Collapse: a device-side counter of consecutive training forwards whose concentration exceeded
+`collapse_threshold`; reading the metrics warns once it reaches `collapse_steps`.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+
+class RoutingStats:
+    def __init__(self, threshold: float, steps: int):
+        self.threshold = threshold
+        self.steps = steps
+        self.routing: torch.Tensor | None = None
+        self.run: torch.Tensor | None = None  # consecutive collapsed training forwards (device scalar)
+        self.warned = False
+
+    def record(self, routing: torch.Tensor, training: bool) -> None:
+        routing = routing.detach()
+        self.routing = routing
+        if training:
+            collapsed = routing.mean(0).amax() > self.threshold
+            run = self.run if self.run is not None else torch.zeros((), device=routing.device)
+            self.run = (run + 1) * collapsed
+
+    def summary(self) -> dict[str, float]:
+        if self.routing is None:
+            return {}
+        p = self.routing.float().mean(0).cpu()
+        k = p.numel()
+        entropy = float(-(p * p.clamp_min(1e-12).log()).sum())
+        out = {f"expert_{i}_weight": float(v) for i, v in enumerate(p)}
+        out.update(entropy=entropy, balance=entropy / math.log(k), concentration=float(p.max()),
+                   variance=float(p.var(unbiased=False)))
+        out["collapse_run"] = float(self.run) if self.run is not None else 0.0
+        return out
+
+
+def collect(layers: dict[str, "object"]) -> dict[str, float]:
+    """Flat dict for loggers: `<module>/<metric>` per wrapped module plus `routing/<metric>` means."""
+    out: dict[str, float] = {}
+    per_metric: dict[str, list[float]] = {}
+    collapsed = 0
+    for name, layer in layers.items():
+        stats: RoutingStats = layer.stats
+        summary = stats.summary()
+        for key, value in summary.items():
+            out[f"{name}/{key}"] = value
+            per_metric.setdefault(key, []).append(value)
+        if summary and summary["collapse_run"] >= stats.steps:
+            collapsed += 1
+            if not stats.warned:
+                top = max(range(layer.router.num_experts), key=lambda i: summary[f"expert_{i}_weight"])
+                warnings.warn(
+                    f"Prismatic router of {name} collapsed: expert {top} held > {stats.threshold:.0%} of the routing "
+                    f"for {int(summary['collapse_run'])} consecutive training steps. Try a larger perturbation_scale, "
+                    "a higher router_temperature, or router_init='uniform'.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            stats.warned = True
+        else:
+            stats.warned = False
+    for key, values in per_metric.items():
+        out[f"routing/{key}"] = sum(values) / len(values)
+    if per_metric:
+        out["routing/collapsed_modules"] = float(collapsed)
+    return out
