@@ -1,4 +1,13 @@
 """Diagnostics that work on any variant's attention maps."""
+from .collectors import DiagnosticsContext, collect, collectors, register_collector
 from .entropy import attention_entropy, entanglement_entropy, head_entropies
 
-__all__ = ["attention_entropy", "entanglement_entropy", "head_entropies"]
+__all__ = [
+    "DiagnosticsContext",
+    "attention_entropy",
+    "collect",
+    "collectors",
+    "entanglement_entropy",
+    "head_entropies",
+    "register_collector",
+]
