@@ -176,7 +176,8 @@ class TrainConfig:
         return cls.from_dict(data)
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A recipe as a dict; `base: other.yaml` (relative to this file) is loaded first and deep-merged under it."""
     path = Path(path)
     if not path.is_file():
         raise HfAttnError(f"Config file {path} does not exist; pass a recipe such as recipes/copy_sdpa.yaml.")
@@ -186,7 +187,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise HfAttnError(f"{path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise HfAttnError(f"{path} must hold a mapping of sections (model, data, optim, train), not {type(data).__name__}.")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen:
+        raise HfAttnError(f"Recipe {path} inherits from itself through 'base: {base}'.")
+    return deep_merge(load_yaml(base_path, _seen + (base_path,)), data)
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`top` over `base`, section by section (a mapping in `top` merges, anything else replaces)."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "wrapper" else v
+    return out
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

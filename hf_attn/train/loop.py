@@ -78,7 +78,10 @@ def param_checksum(model) -> float:
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
     """Run `cfg` to completion (continuing from the last checkpoint when `resume`); returns final.json's dict."""
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.optim.grad_accum)
+    # cpu=True on machines without CUDA: accelerate then joins torchrun-launched processes over gloo
+    # (otherwise `accelerate launch --num_processes 2` on CPU gives two unrelated single-process runs).
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.optim.grad_accum,
+                              cpu=not torch.cuda.is_available())
     run_dir = cfg.run_dir
     if not resume and latest_checkpoint(run_dir) is not None:
         raise HfAttnError(f"{run_dir} already holds checkpoints: pass --resume to continue, or another out_dir.")

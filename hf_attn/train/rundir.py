@@ -83,7 +83,10 @@ def _fmt(v):
 def _num(v: str):
     if v in ("", None):
         return None
-    f = float(v)
+    try:
+        f = float(v)
+    except ValueError:
+        return v
     return int(f) if f.is_integer() and "." not in v and "e" not in v else f
 
 
@@ -107,7 +110,9 @@ class Run:
         return vals[-1] if vals else None
 
     def median(self, column: str) -> float | None:
-        vals = sorted(r[column] for r in self.metrics if r.get(column) is not None and not math.isnan(r[column]))
+        """Median over logged rows after the first (which includes warm-up and compilation)."""
+        rows = self.metrics[1:] if len(self.metrics) > 2 else self.metrics
+        vals = sorted(r[column] for r in rows if r.get(column) is not None and not math.isnan(r[column]))
         return vals[len(vals) // 2] if vals else None
 
 
@@ -140,3 +145,43 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
     if not found:
         raise HfAttnError(f"No run folders (config.yaml + metrics.csv) under {', '.join(map(str, paths))}.")
     return found
+
+
+def variant_label(config: dict[str, Any]) -> str:
+    """`holo`, `sdpa+tt(rank=16)`: the attention and wrapper a run trained, as the report names it."""
+    model = config.get("model", {})
+    label = model.get("attention", "sdpa")
+    wrapper = model.get("wrapper")
+    if wrapper:
+        knobs = ",".join(f"{k}={v}" for k, v in wrapper.items() if k in ("rank", "num_experts", "k"))
+        label += f"+{wrapper['type']}" + (f"({knobs})" if knobs else "")
+    return label
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    """One row per run: what it was and how it did (final held-out quality, median tokens/s, peak memory)."""
+    cfg, model = run.config, run.config.get("model", {})
+    metric = run.info.get("quality_metric", "eval_loss")
+    wrapper = model.get("wrapper") or {}
+    return {
+        "run": run.name,
+        "path": str(run.path),
+        "task": cfg.get("task"),
+        "pretrained": bool(model.get("model_path")),
+        "variant": variant_label(cfg),
+        "attention": model.get("attention"),
+        "wrapper": wrapper.get("type"),
+        "rank": wrapper.get("rank"),
+        "seq_len": cfg.get("data", {}).get("seq_len"),
+        "data": run.info.get("data", ""),
+        "device": run.info.get("gpu") or run.info.get("device"),
+        "memory_kind": run.info.get("memory_kind"),
+        "steps": run.metrics[-1]["step"] if run.metrics else 0,
+        "finished": bool(run.final),
+        "eval_loss": run.last("eval_loss"),
+        "quality_metric": metric,
+        "quality": run.last(metric),
+        "tokens_per_s": run.median("tokens_per_s"),
+        "peak_mem_mb": max((r["peak_mem_mb"] for r in run.metrics if r.get("peak_mem_mb") is not None), default=None),
+        "params_trainable": run.info.get("params_trainable"),
+    }
