@@ -25,6 +25,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from .train.config import TrainConfig, load_yaml, set_nested
+from .train.models import check_names
 from .train.rundir import read_run, summarize
 from .utils import HfAttnError, write_text_atomic
 
@@ -64,7 +65,7 @@ def load_sweep(path: str | Path) -> tuple[dict[str, Any], list[SweepPoint]]:
             set_nested(recipe, key, value)
         name = f"{base.get('name', 'run')}__" + "__".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
         recipe["name"], recipe["out_dir"] = name, str(out_dir / name)
-        TrainConfig.from_dict(recipe)
+        check_names(TrainConfig.from_dict(recipe).model)
         points.append(SweepPoint(name, values, recipe, out_dir / name))
     return {"out_dir": out_dir, "launcher": [str(a) for a in spec.get("launcher") or []], "grid": grid}, points
 

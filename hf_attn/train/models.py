@@ -50,6 +50,16 @@ def wrapper_config(spec: dict) -> adapters.WrapperConfig:
     return adapters.WrapperConfig.from_dict({"wrapper_type": kind, **spec})
 
 
+def check_names(mc: ModelConfig) -> None:
+    """Fail early (before any run starts) on an attention or wrapper name that is not registered."""
+    from ..registry import BUILTIN_IMPLEMENTATIONS, get_variant
+
+    if mc.attention not in BUILTIN_IMPLEMENTATIONS:
+        get_variant(mc.attention)
+    if mc.wrapper is not None:
+        wrapper_config(mc.wrapper)
+
+
 def scratch_model(mc: ModelConfig, vocab_size: int, seq_len: int):
     from transformers import AutoModelForCausalLM, LlamaConfig
 

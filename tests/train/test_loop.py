@@ -79,7 +79,8 @@ def test_recovery_run_frozen_base_with_wrapper(tmp_path, tiny_pretrained):
 
 
 def test_nothing_trainable_is_an_error(tmp_path, tiny_pretrained):
-    cfg = tiny_cfg(tmp_path, task="token", model={"model_path": str(tiny_pretrained), "freeze_base": True})
+    cfg = tiny_cfg(tmp_path, task="token", data={"max_chars": 20000},
+                   model={"model_path": str(tiny_pretrained), "freeze_base": True})
     with pytest.raises(HfAttnError, match="Nothing to train"):
         train(cfg)
 
