@@ -63,7 +63,7 @@ def load_sweep(path: str | Path) -> tuple[dict[str, Any], list[SweepPoint]]:
         recipe = yaml.safe_load(yaml.safe_dump(base))  # deep copy
         for key, value in {**(spec.get("set") or {}), **values}.items():
             set_nested(recipe, key, value)
-        name = f"{base.get('name', 'run')}__" + "__".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
+        name = f"{path.stem}__" + "__".join(f"{k.split('.')[-1]}={v}" for k, v in values.items())
         recipe["name"], recipe["out_dir"] = name, str(out_dir / name)
         check_names(TrainConfig.from_dict(recipe).model)
         points.append(SweepPoint(name, values, recipe, out_dir / name))
