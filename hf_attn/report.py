@@ -107,6 +107,15 @@ def verdicts(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _save(fig, out: Path, name: str, title: str) -> tuple[str, str]:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return title, name
+
+
 def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
     """Write the figures next to report.md; returns (title, file) pairs."""
     import matplotlib
@@ -128,10 +137,7 @@ def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
         ax.title.set_fontsize(8)
         ax.legend(fontsize=6, ncol=2)
         name = f"loss_{i}_{key[0]}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        figs.append((f"Loss curves, {key[0]} ({key[1]})", name))
+        figs.append(_save(fig, out, name, f"Loss curves, {key[0]} ({key[1]})"))
 
         by_variant = defaultdict(list)
         for s, _ in items:
@@ -148,10 +154,7 @@ def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
             axes[0].legend(fontsize=6)
             fig.suptitle(f"{key[0]}: {key[1]}"[:110], fontsize=8)
             name = f"scaling_{i}_{key[0]}.png"
-            fig.tight_layout()
-            fig.savefig(out / name, dpi=110)
-            plt.close(fig)
-            figs.append((f"Tokens/s and peak memory vs seq_len, {key[0]} ({key[1]})", name))
+            figs.append(_save(fig, out, name, f"Tokens/s and peak memory vs seq_len, {key[0]} ({key[1]})"))
 
         ranked = [s for s, _ in items if s["rank"] is not None and s["finished"] and _finite(s["quality"])]
         if len({s["rank"] for s in ranked}) > 1:
@@ -166,10 +169,7 @@ def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
             ax.title.set_fontsize(8)
             ax.legend(fontsize=7)
             name = f"rank_{i}_{key[0]}.png"
-            fig.tight_layout()
-            fig.savefig(out / name, dpi=110)
-            plt.close(fig)
-            figs.append((f"Quality vs rank, {key[0]} ({key[1]})", name))
+            figs.append(_save(fig, out, name, f"Quality vs rank, {key[0]} ({key[1]})"))
 
     for j, (s, r) in enumerate(zip(summaries, runs)):
         table = MetricsCsv.load(r.path / "pruning.csv") if (r.path / "pruning.csv").is_file() else []
@@ -183,10 +183,7 @@ def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7)
         name = f"pruning_{j}.png"
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        figs.append((f"Pruning curve, {s['run']} ({s['data']})", name))
+        figs.append(_save(fig, out, name, f"Pruning curve, {s['run']} ({s['data']})"))
     return figs
 
 
