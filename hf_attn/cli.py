@@ -10,6 +10,9 @@ COMMAND_MODULES = [
     "hf_attn.commands.variants",
     "hf_attn.compare",
     "hf_attn.commands.push",
+    "hf_attn.commands.sweep",
+    "hf_attn.commands.prune",
+    "hf_attn.commands.report",
 ]
 
 

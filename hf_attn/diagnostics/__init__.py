@@ -1,5 +1,15 @@
-"""Diagnostics that work on any variant's attention maps."""
+"""Diagnostics that work on any variant's attention maps, and the collector hook the training loop logs."""
 from . import gauge
+from .collectors import DiagnosticsContext, collect, collectors, register_collector
 from .entropy import attention_entropy, entanglement_entropy, head_entropies
 
-__all__ = ["gauge", "attention_entropy", "entanglement_entropy", "head_entropies"]
+__all__ = [
+    "DiagnosticsContext",
+    "attention_entropy",
+    "collect",
+    "collectors",
+    "entanglement_entropy",
+    "gauge",
+    "head_entropies",
+    "register_collector",
+]

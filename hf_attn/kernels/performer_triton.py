@@ -25,7 +25,7 @@ from ..attention.performer import key_stabiliser
 
 CHUNK = 64
 BLOCK_M = 64
-TINY: tl.constexpr = 1.1754944e-38  # float32 tiny, the clamp the PyTorch path uses
+TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path uses
 
 
 @triton.jit

@@ -1,0 +1,93 @@
+"""The diagnostics hook the trainer calls at intervals, open to every variant and wrapper.
+
+`collect(model, input_ids)` runs ONE forward with `output_attentions=True` (sdpa/flash/flex switch to `eager`
+for it, which is the same math) and hands a `DiagnosticsContext` to:
+1. every function registered with `register_collector(name, fn)`; `fn(ctx) -> dict` of JSON-able values,
+   stored under `name` (a variant module registers its own, e.g. gauge's row_std/KL_std), and
+2. every submodule with a `hf_attn_diagnostics()` method (wrapper layers report their own state, e.g. a
+   router's expert weights), stored under the module's name.
+The built-in `head_entropy` collector gives `(layers, heads)` entanglement and attention entropies, the
+numbers head pruning ranks by.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .entropy import head_entropies
+
+# Implementations that cannot return attention maps; diagnostics run them as `eager` (identical math).
+NO_MAPS = ("sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+
+
+@dataclass
+class DiagnosticsContext:
+    """What a collector sees: the model, its inputs, the attention maps of one forward and the variant name."""
+
+    model: torch.nn.Module
+    input_ids: torch.Tensor
+    attentions: tuple[torch.Tensor | None, ...]
+    attention: str
+
+
+Collector = Callable[[DiagnosticsContext], dict[str, Any]]
+collectors: dict[str, Collector] = {}
+
+
+def register_collector(name: str, fn: Collector) -> Collector:
+    """Add `fn` to the collectors every diagnostics pass calls (re-registering a name replaces it)."""
+    collectors[name] = fn
+    return fn
+
+
+def head_entropy(ctx: DiagnosticsContext) -> dict[str, Any]:
+    """Per-head entanglement (singular-spectrum) and attention (row) entropy, nats, `(layers, heads)` lists."""
+    if not ctx.attentions or any(a is None for a in ctx.attentions):
+        return {"unavailable": f"attention '{ctx.attention}' returned no attention maps"}
+    return {
+        "entanglement": head_entropies(ctx.attentions, "entanglement").tolist(),
+        "attention": head_entropies(ctx.attentions, "attention").tolist(),
+    }
+
+
+register_collector("head_entropy", head_entropy)
+
+
+@contextlib.contextmanager
+def maps_available(model: torch.nn.Module):
+    """Temporarily run sdpa/flash models as eager so the forward returns attention maps."""
+    impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    swap = impl in NO_MAPS
+    if swap:
+        model.set_attn_implementation("eager")
+    try:
+        yield impl
+    finally:
+        if swap:
+            model.set_attn_implementation(impl)
+
+
+@torch.no_grad()
+def collect(model: torch.nn.Module, input_ids: torch.Tensor, forward: Callable | None = None) -> dict[str, Any]:
+    """Run every collector and module hook on one forward of `input_ids`.
+
+    `forward` (default `model`) is what runs the batch: the trainer passes its accelerate-prepared model
+    (DDP/FSDP) while `model` is the unwrapped one whose config is switched.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with maps_available(model) as impl:
+            out = (forward or model)(input_ids=input_ids, output_attentions=True)
+        ctx = DiagnosticsContext(model, input_ids, tuple(out.attentions or ()), impl)
+        result = {name: fn(ctx) for name, fn in collectors.items()}
+        for name, module in model.named_modules():
+            hook = getattr(module, "hf_attn_diagnostics", None)
+            if callable(hook):
+                result[name or "model"] = hook()
+    finally:
+        model.train(was_training)
+    return result

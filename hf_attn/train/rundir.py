@@ -1,0 +1,187 @@
+"""The run folder: what a training run writes and what sweep, prune and report read back.
+
+    <run>/config.yaml        resolved config (every default filled in)
+    <run>/run.json           data description, parameter counts, device, processes, memory kind
+    <run>/metrics.csv        one row per log step (METRIC_COLUMNS), rewritten atomically
+    <run>/diagnostics.jsonl  one line per diagnostics pass: step + every collector's output
+    <run>/checkpoints/       step_N/ folders + `latest` (see checkpoint.py)
+    <run>/final.json         written last: final metrics and per-process parameter checksums
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..utils import HfAttnError, write_text_atomic
+
+METRIC_COLUMNS = [
+    "step", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_mb",
+    "eval_loss", "eval_bpc", "eval_ppl", "eval_acc",
+]
+
+
+class JsonRows:
+    """Rows kept in memory and rewritten atomically, so a killed run never leaves a torn file."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, Any]] = []
+
+    def truncate_after(self, step: int) -> None:
+        """On resume: load what the earlier run wrote and forget rows past the checkpoint."""
+        self.rows = [r for r in self.load(self.path) if int(r["step"]) <= step]
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.flush()
+
+    def flush(self) -> None:
+        write_text_atomic(self.path, self.dumps())
+
+    def dumps(self) -> str:
+        return "".join(json.dumps(r) + "\n" for r in self.rows)
+
+    @staticmethod
+    def load(path: Path) -> list[dict[str, Any]]:
+        if not Path(path).is_file():
+            return []
+        return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+class MetricsCsv(JsonRows):
+    """metrics.csv: fixed columns, blank where a metric was not measured at that step."""
+
+    def dumps(self) -> str:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({k: _fmt(r.get(k)) for k in METRIC_COLUMNS})
+        return buf.getvalue()
+
+    @staticmethod
+    def load(path: Path) -> list[dict[str, Any]]:
+        if not Path(path).is_file():
+            return []
+        with open(path, newline="") as f:
+            return [{k: _num(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def _fmt(v):
+    if v is None:
+        return ""
+    return repr(v) if isinstance(v, float) else v
+
+
+def _num(v: str):
+    if v in ("", None):
+        return None
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v else f
+
+
+@dataclass
+class Run:
+    """A finished or partial run folder, as read back by sweep, prune and report."""
+
+    path: Path
+    config: dict[str, Any]
+    info: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    diagnostics: list[dict[str, Any]]
+    final: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name") or self.path.name
+
+    def last(self, column: str) -> float | None:
+        vals = [r[column] for r in self.metrics if r.get(column) is not None]
+        return vals[-1] if vals else None
+
+    def median(self, column: str) -> float | None:
+        """Median over logged rows after the first (which includes warm-up and compilation)."""
+        rows = self.metrics[1:] if len(self.metrics) > 2 else self.metrics
+        vals = sorted(r[column] for r in rows if r.get(column) is not None and not math.isnan(r[column]))
+        return vals[len(vals) // 2] if vals else None
+
+
+def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    write_text_atomic(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def read_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not (path / "config.yaml").is_file() or not (path / "metrics.csv").is_file():
+        raise HfAttnError(f"{path} is not a run folder (needs config.yaml and metrics.csv written by hf_attn.train).")
+    info = json.loads((path / "run.json").read_text()) if (path / "run.json").is_file() else {}
+    final = json.loads((path / "final.json").read_text()) if (path / "final.json").is_file() else {}
+    return Run(path, yaml.safe_load((path / "config.yaml").read_text()), info, MetricsCsv.load(path / "metrics.csv"),
+               JsonRows.load(path / "diagnostics.jsonl"), final)
+
+
+def find_runs(paths: list[str | Path]) -> list[Run]:
+    """Run folders at or below each path (a sweep folder holds many), in a stable order."""
+    found: list[Run] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise HfAttnError(f"{p} does not exist; pass run folders or folders that contain them.")
+        folders = [p] if (p / "config.yaml").is_file() else sorted(c.parent for c in p.rglob("config.yaml"))
+        found += [read_run(f) for f in folders if (f / "metrics.csv").is_file()]
+    if not found:
+        raise HfAttnError(f"No run folders (config.yaml + metrics.csv) under {', '.join(map(str, paths))}.")
+    return found
+
+
+def variant_label(config: dict[str, Any]) -> str:
+    """`holo`, `sdpa+tt(rank=16)`: the attention and wrapper a run trained, as the report names it."""
+    model = config.get("model", {})
+    label = model.get("attention", "sdpa")
+    wrapper = model.get("wrapper")
+    if wrapper:
+        knobs = ",".join(f"{k}={v}" for k, v in wrapper.items() if k in ("rank", "num_experts", "k"))
+        label += f"+{wrapper['type']}" + (f"({knobs})" if knobs else "")
+    return label
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    """One row per run: what it was and how it did (final held-out quality, median tokens/s, peak memory)."""
+    cfg, model = run.config, run.config.get("model", {})
+    metric = run.info.get("quality_metric", "eval_loss")
+    wrapper = model.get("wrapper") or {}
+    return {
+        "run": run.name,
+        "path": str(run.path),
+        "task": cfg.get("task"),
+        "pretrained": bool(model.get("model_path")),
+        "variant": variant_label(cfg),
+        "attention": model.get("attention"),
+        "wrapper": wrapper.get("type"),
+        "rank": wrapper.get("rank"),
+        "seq_len": cfg.get("data", {}).get("seq_len"),
+        "data": run.info.get("data", ""),
+        "device": run.info.get("gpu") or run.info.get("device"),
+        "memory_kind": run.info.get("memory_kind"),
+        "steps": run.metrics[-1]["step"] if run.metrics else 0,
+        "finished": bool(run.final),
+        "eval_loss": run.last("eval_loss"),
+        "quality_metric": metric,
+        "quality": run.last(metric),
+        "tokens_per_s": run.median("tokens_per_s"),
+        "peak_mem_mb": max((r["peak_mem_mb"] for r in run.metrics if r.get("peak_mem_mb") is not None), default=None),
+        "params_trainable": run.info.get("params_trainable"),
+    }
