@@ -4,7 +4,9 @@
 `AutoModelForCausalLM.from_pretrained(path, attn_implementation="holo")` just works.
 """
 from . import attention  # noqa: F401  (registers the variants)
+from . import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters import list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
+from .adapters.tt import TTConfig
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
 from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention
 from .utils import HfAttnError, MissingDependencyError
@@ -12,6 +14,7 @@ from .utils import HfAttnError, MissingDependencyError
 __version__ = "0.1.0"
 
 __all__ = [
+    "TTConfig",
     "list_wrappers",
     "load_wrapper",
     "save_wrapper",
