@@ -7,8 +7,7 @@ Note 004 / DESIGN.md 2 ("tt"). A d-way tensor `A[i1, ..., id]` in TT format is a
 A TT-matrix stores a weight `W` of shape `(M, N)`, `M = m_1...m_d`, `N = n_1...n_d`, as cores of shape
 `(r_{k-1}, m_k, n_k, r_k)`: the TT-SVD of `W` reshaped to `(m_1 n_1, ..., m_d n_d)` (Oseledets 2010,
 Novikov et al. 2015 "Tensorizing neural networks"). `tt_linear` multiplies activations by it core by core,
-never rebuilding `W`: with the state laid out as `(rows, r_{k-1} * n_k, rest)` every step is one batched
-matmul and the result of step k is already laid out for step k+1 (no permutes of activations).
+never rebuilding `W` and never permuting activations.
 
 Cost of `tt_linear`: the activation after core k holds `m_1..m_k * r_k * n_{k+1}..n_d` numbers per token.
 `default_factors` therefore makes core 1 input-only and core d output-only with small balanced factors in
@@ -216,24 +215,26 @@ def tt_num_params(cores: Sequence[torch.Tensor]) -> int:
 def tt_linear(x: torch.Tensor, cores: Sequence[torch.Tensor], bias: torch.Tensor | None = None) -> torch.Tensor:
     """`x @ W.T (+ bias)` for the TT-matrix `W` of `cores`, contracting one core at a time.
 
-    State before core k: `(rows * m_1..m_{k-1}, r_{k-1} * n_k, n_{k+1}..n_d)`; core k as a
-    `(m_k r_k, r_{k-1} n_k)` matrix turns it into `(rows * m_1..m_k, r_k * n_{k+1}, ...)` in one batched
-    matmul; the last step is a plain GEMM.
+    The state before core k is `(rows * m_1..m_{k-1}, r_{k-1} * n_k, n_{k+1}..n_d)`, contiguous. Core k as
+    a `(m_k r_k, r_{k-1} n_k)` matrix maps it to `(rows * m_1..m_k, r_k * n_{k+1}, ...)`: a plain GEMM when
+    nothing is left on the right (always the last core; with `default_factors` every core after the first),
+    else one strided batched matmul over the rows. Activations are never permuted or copied, so autograd
+    saves views of `x`, not copies.
     """
     lead = x.shape[:-1]
     n_in = math.prod(c.shape[2] for c in cores)
     if x.shape[-1] != n_in:
         raise HfAttnError(f"tt_linear: input has {x.shape[-1]} features, the TT-matrix expects {n_in}.")
-    state = x.reshape(-1, n_in)
-    for k, core in enumerate(cores):
+    state, rest = x.reshape(-1, n_in), n_in
+    for core in cores:
         r0, m, n, r1 = core.shape
-        rest = state.numel() // (state.shape[0] * r0 * n) if k else n_in // n
+        rest //= n
         mat = core.permute(1, 3, 0, 2).reshape(m * r1, r0 * n)  # (m_k r_k, r_{k-1} n_k)
-        if rest == 1:  # last core: one GEMM over every row
-            state = (state.reshape(-1, r0 * n) @ mat.t()).reshape(-1, r1)  # (rows * m_k, r_k)
+        if rest == 1:
+            state = (state.reshape(-1, r0 * n) @ mat.t()).reshape(-1, r1)  # (rows * m_1..m_k, r_k)
         else:
-            state = torch.matmul(mat, state.reshape(-1, r0 * n, rest))  # (rows, m_k r_k, rest)
-            state = state.reshape(-1, r1 * rest)
+            s = state.reshape(-1, r0 * n, rest)
+            state = torch.bmm(mat.expand(s.shape[0], -1, -1), s).reshape(-1, r1 * rest)
     out = state.reshape(*lead, -1)
     return out if bias is None else out + bias
 

@@ -40,6 +40,12 @@ def load(args):
     return AutoModelForCausalLM.from_pretrained(args.model_path, attn_implementation="sdpa", dtype=torch.float32)
 
 
+def load_hidden(args) -> int:
+    from transformers import AutoConfig
+
+    return 96 if args.smoke else AutoConfig.from_pretrained(args.model_path).hidden_size
+
+
 def attention_params(model) -> int:
     names = ("q_proj", "k_proj", "v_proj", "o_proj")
     return sum(m.weight.numel() for n, m in model.named_modules() if n.endswith(names) and hasattr(m, "weight"))
@@ -74,6 +80,29 @@ def measure(model, args, device, dtype) -> dict:
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return {"step_ms": step_s * 1e3, "tokens_per_s": args.batch * args.seq_len / step_s, "peak_mem_gib": peak,
             "loss": loss.item()}
+
+
+def projection_bench(hidden: int, ranks: list[int], args, device, dtype) -> list[dict]:
+    """One hidden x hidden projection, fwd+bwd on (batch * seq_len) tokens: dense nn.Linear vs TTMatrixLinear."""
+    from hf_attn.tt import TTMatrixLinear
+
+    x = torch.randn(args.batch * args.seq_len, hidden, device=device, dtype=dtype, requires_grad=True)
+    dense = torch.nn.Linear(hidden, hidden, bias=False)
+    layers = {"dense": dense}
+    for rank in ranks:
+        layers[f"tt r={rank}"] = TTMatrixLinear.from_weight(dense.weight.detach(), rank, args.num_cores)[0]
+    out = []
+    for name, layer in layers.items():
+        layer.to(device=device, dtype=dtype)
+        times = []
+        for _ in range(args.warmup + 3 * args.steps):
+            sync(device)
+            t0 = time.perf_counter()
+            layer(x).sum().backward()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        out.append({"config": name, "ms": statistics.median(times[args.warmup :]) * 1e3})
+    return out
 
 
 def main(argv=None) -> int:
@@ -114,6 +143,8 @@ def main(argv=None) -> int:
         del model
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    hidden = load_hidden(args)
+    proj = projection_bench(hidden, [r["rank"] for r in rows[1:]], args, device, dtype)
     base = rows[0]
     for r in rows:
         r["step_ratio"] = r["step_ms"] / base["step_ms"]
@@ -133,13 +164,16 @@ def main(argv=None) -> int:
         print(f"{r['config']:>10} {r['attn_params']:>12,} {r['attn_param_ratio']:>6.3f} {r['mean_rel_error']:>8.3f} "
               f"{r['step_ms']:>9.1f} {r['step_ratio']:>8.2f} {r['tokens_per_s']:>10,.0f} {r['peak_mem_gib']:>9.2f} "
               f"{r['mem_ratio']:>8.2f}")
+    print(f"# one {hidden} x {hidden} projection alone, fwd+bwd on {args.batch * args.seq_len} tokens")
+    for p_row in proj:
+        print(f"{p_row['config']:>10} {p_row['ms']:>9.3f} ms {p_row['ms'] / proj[0]['ms']:>6.2f} x dense")
     r16 = next((r for r in rows if r["rank"] == 16), None)
     if r16 is not None:
         ok = r16["attn_param_ratio"] <= 0.25 and r16["step_ratio"] <= 1.3
         print(f"target at rank 16 (attention params <= 25% of dense, step <= 1.3x dense): "
               f"{r16['attn_param_ratio']:.1%}, {r16['step_ratio']:.2f}x -> {'MET' if ok else 'NOT MET'}")
     out = Path(args.out) / "bench_tt.json"
-    write_text_atomic(out, json.dumps({"env": env, "rows": rows}, indent=1))
+    write_text_atomic(out, json.dumps({"env": env, "rows": rows, "projection": proj}, indent=1))
     print(f"wrote {out}")
     return 0
 
