@@ -120,8 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--out", default="results/bench_tt")
     args = p.parse_args(argv)
-    if args.smoke:
+    if args.smoke:  # CPU check that the script runs; its timings mean nothing on a shared CPU
         args.seq_len, args.batch, args.steps, args.warmup = min(args.seq_len, 64), min(args.batch, 2), 2, 1
+        torch.set_num_threads(1)
     elif not args.model_path:
         p.error("--model-path DIR is required (or --smoke)")
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     rows.append({"config": "dense", "rank": None, "attn_params": dense_attn, "attn_param_ratio": 1.0,
                  "mean_rel_error": 0.0, **measure(dense_model, args, device, dtype)})
     del dense_model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     for rank in [int(r) for r in args.ranks.split(",")]:
         model = load(args)
         hf_attn.wrap(model, hf_attn.TTConfig(rank=rank, num_cores=args.num_cores, keep_base=False))

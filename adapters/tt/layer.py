@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from hf_attn.adapters.base import WrapperLayer
-from hf_attn.tt import TTMatrixLinear, tt_matrix_to_dense
+from hf_attn.tt import TTMatrixLinear, tt_matrix_to_dense, tt_num_params
 from hf_attn.utils import HfAttnError
 
 
@@ -42,7 +42,7 @@ class TTLinear(WrapperLayer):
 
     @property
     def tt_params(self) -> int:
-        return sum(c.numel() for c in self.tt.cores)
+        return tt_num_params(self.tt.cores)
 
     def reconstruction_error(self) -> float:
         """||W - TT(W)|| / ||W|| for the current cores (the TT-SVD value when the dense weight was dropped)."""
