@@ -164,4 +164,6 @@ def test_clear_errors():
     with pytest.raises(hf_attn.HfAttnError, match="q_proj: out_factors=.*product is the dimension 64"):
         hf_attn.wrap(model, hf_attn.TTConfig(factors={"q_proj": [[4, 4], [8, 8]]}))
     assert not any(isinstance(m, TTLinear) for m in model.modules())
+    with pytest.raises(hf_attn.HfAttnError, match="lm_head: 97 cannot be split into 3 factors"):
+        hf_attn.wrap(model, hf_attn.TTConfig(target_modules=["lm_head"]))  # vocab 97 is prime
     assert all(p.requires_grad for p in model.parameters())  # wrap undid its freezing
