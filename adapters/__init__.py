@@ -36,3 +36,5 @@ __all__ = [
     "wrap",
     "wrapper_state_dict",
 ]
+
+from . import tt  # noqa: E402,F401  (registers the "tt" wrapper)

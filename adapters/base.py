@@ -145,7 +145,12 @@ def wrap(model: torch.nn.Module, config: WrapperConfig) -> torch.nn.Module:
         for p in model.parameters():
             p.requires_grad_(False)
     attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    undo = _WRAPPERS[config.wrapper_type].apply(model, config)
+    try:
+        undo = _WRAPPERS[config.wrapper_type].apply(model, config)
+    except Exception:  # a refused config leaves the model as it was, trainable flags included
+        for name, p in model.named_parameters():
+            p.requires_grad_(requires_grad.get(name, p.requires_grad))
+        raise
     model.hf_attn_wrapper = WrapperState(config, undo, requires_grad, attn)
     return model
 

@@ -5,7 +5,9 @@
 """
 from . import attention  # noqa: F401  (registers the variants)
 from .cache import RecurrentCache
+from . import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
+from .adapters.tt import TTConfig
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
 from .hub import push_to_hub
 from .modeling import register_family, save_pretrained
@@ -18,6 +20,7 @@ __all__ = [
     "RecurrentCache",
     "GaugeConfig",
     "PrismaticConfig",
+    "TTConfig",
     "list_wrappers",
     "load_wrapper",
     "save_wrapper",

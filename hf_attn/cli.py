@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "hf_attn.commands.sweep",
     "hf_attn.commands.prune",
     "hf_attn.commands.report",
+    "hf_attn.commands.tt_sweep",
 ]
 
 
