@@ -14,6 +14,7 @@ from .base import (
     wrap,
     wrapper_state_dict,
 )
+from . import modulators  # noqa: F401,E402  (registers residual_modulator and field_modulator)
 
 __all__ = [
     "WrapperConfig",

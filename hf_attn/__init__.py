@@ -5,6 +5,7 @@
 """
 from . import attention  # noqa: F401  (registers the variants)
 from .adapters import list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
+from .adapters.modulators import FieldModulatorConfig, ResidualModulatorConfig, modulator_health
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
 from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention
 from .utils import HfAttnError, MissingDependencyError
@@ -12,6 +13,9 @@ from .utils import HfAttnError, MissingDependencyError
 __version__ = "0.1.0"
 
 __all__ = [
+    "FieldModulatorConfig",
+    "ResidualModulatorConfig",
+    "modulator_health",
     "list_wrappers",
     "load_wrapper",
     "save_wrapper",
