@@ -91,18 +91,23 @@ def _sample_simplices(n_points: int, n_simplices: int, k: int, generator: torch.
 
 
 def pentachoron_cv(
-    points: torch.Tensor, n_simplices: int = 1000, seed: int = 0, k: int = 4, batch: int = 4096
+    points: torch.Tensor, n_simplices: int = 1000, seed: int = 0, k: int = 4, batch: int = 4096,
+    rel_tol: float = 1e-6,
 ) -> dict[str, float]:
     """CV (std/mean) of the volumes of `n_simplices` random k-simplices (k=4: pentachora) from `points` (N, d).
 
-    Returns `cv`, `mean_volume`, `valid_fraction` (simplices with positive volume) and `n_simplices`.
+    Returns `cv`, `mean_volume`, `valid_fraction` (simplices whose volume exceeds `rel_tol` x that of a
+    regular simplex with the same mean edge) and `n_simplices`.
     """
     g = torch.Generator().manual_seed(seed)
     idx = _sample_simplices(points.shape[0], n_simplices, k, g)
     pts = points.detach().to("cpu", torch.float64)
-    vols = torch.cat([cayley_menger_volume_sq(pts[chunk]) for chunk in idx.split(batch)])
-    valid = vols > 0
-    v = vols[valid].sqrt()
+    d2, vol2 = zip(*(cayley_menger_features(pts[chunk]) for chunk in idx.split(batch)))
+    vols = torch.cat(vol2).clamp_min(0).sqrt()
+    # Valid = not degenerate relative to its own size: rounding leaves flat simplices a tiny volume.
+    mean_edge = torch.cat(d2).sqrt().mean(-1)
+    valid = vols > rel_tol * regular_simplex_volume(k) * mean_edge**k
+    v = vols[valid]
     if v.numel() < 2:
         return {"cv": float("nan"), "mean_volume": 0.0, "valid_fraction": float(valid.float().mean()), "n_simplices": n_simplices}
     return {
