@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Modules that add a subcommand; each defines `register(subparsers)` which sets `func` on its parser.
-COMMAND_MODULES = ["hf_attn.commands.variants"]
+COMMAND_MODULES = ["hf_attn.commands.variants", "hf_attn.commands.probe"]
 
 
 def build_parser() -> argparse.ArgumentParser:
