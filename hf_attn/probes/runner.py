@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,25 +85,35 @@ def run_probes(model: torch.nn.Module, out_dir: str | Path | None = None, option
     bar = tqdm(total=len(steps) + len(matrices) + len(qk_pairs), desc="probes", disable=not progress)
     result: dict = {"model": type(model).__name__, "options": asdict(opts),
                     "n_params": sum(e.param.numel() for e in entries), "layers_probed": sorted(map(list, keep))}
+    timings = result["timings"] = {}
+    tick = time.perf_counter()
+
+    def done(name: str) -> None:
+        nonlocal tick
+        now = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + now - tick
+        tick = now
+        bar.update()
+
     result["embedding"] = embedding_probe(emb[0].param, opts.embedding_rows, opts.simplices, seed=opts.seed) if emb else None
-    bar.update()
+    done("embedding")
     for name, fn in [("sparsity", W.sparsity_probe), ("dead_neurons", W.dead_neuron_probe),
                      ("cross_layer", W.cross_layer_probe), ("norms", W.norm_probe),
                      ("position_bias", W.position_bias_probe)]:
         bar.set_postfix_str(name)
         result[name] = fn(entries)
-        bar.update()
+        done(name)
     result["svd"] = []
     for e in matrices:
         bar.set_postfix_str(f"svd {e.name}")
         result["svd"].append(W.svd_probe(e))
-        bar.update()
+        done("svd")
     kv = _n_kv_heads(model)
     result["qk_manifold"] = []
     for q, k in qk_pairs:
         bar.set_postfix_str(f"qk {q.name}")
         result["qk_manifold"].append(W.qk_manifold_probe(q, k, kv))
-        bar.update()
+        done("qk_manifold")
     bar.close()
     result["summary"] = summarise(result)
     result = _clean(result)
