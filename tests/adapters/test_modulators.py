@@ -183,3 +183,16 @@ def test_clear_errors():
         model(inputs_embeds=torch.randn(1, 4, 64))
     with pytest.raises(hf_attn.HfAttnError, match="no stack of transformer blocks"):
         hf_attn.wrap(torch.nn.Sequential(torch.nn.Linear(2, 2)), FieldModulatorConfig())
+
+
+def test_peft_lora_on_top_trains_both():
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = _wrapped("llama", "residual")
+    peft_model = get_peft_model(model, LoraConfig(target_modules=["q_proj"], r=4))
+    for p in find_modulator(peft_model).parameters():  # PEFT freezes everything but LoRA; re-enable ours
+        p.requires_grad_(True)
+    x = ids(2, 9)
+    peft_model(input_ids=x, labels=x).loss.backward()
+    with_grad = {n for n, p in peft_model.named_parameters() if p.grad is not None}
+    assert any("lora_A" in n for n in with_grad) and any("hf_attn_modulator.alpha_logit" in n for n in with_grad)
