@@ -70,11 +70,11 @@ def plot_probes(result: dict, path: str | Path) -> Path:
         qk = [r for r in result["qk_manifold"] if "positive_frac" in r]
         for g in sorted({r["group"] for r in qk}):
             rows = [r for r in qk if r["group"] == g]
-            a.plot([r["layer"] for r in rows], [r["positive_frac"] for r in rows], "o-", label=g)
+            a.plot([r["layer"] for r in rows], [r["positive_balance"] for r in rows], "o-", label=g)
         a.axhline(0.5, color="gray", ls=":")
         if qk:
             a.legend()
-        a.set_title("QK manifold: positive eigenvalue fraction")
+        a.set_title("QK manifold: positive / nonzero eigenvalues")
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -146,6 +146,6 @@ def summarise(result: dict) -> dict:
         s[f"position_bias_mixed_heads/{pb['location']}"] = pb["mixed"]
     qk = [r for r in result["qk_manifold"] if "positive_frac" in r]
     for group in sorted({r["group"] for r in qk}):
-        rows = [r["positive_frac"] for r in qk if r["group"] == group]
-        s[f"qk_positive_frac/{group}"] = sum(rows) / len(rows)
+        rows = [r["positive_balance"] for r in qk if r["group"] == group]
+        s[f"qk_positive_balance/{group}"] = sum(rows) / len(rows)
     return s

@@ -113,8 +113,9 @@ def position_bias_probe(entries: list[WeightEntry]) -> list[dict]:
 
 def qk_manifold_probe(q: WeightEntry, k: WeightEntry, n_kv_heads: int | None) -> dict:
     """The bilinear similarity x^T M y with M = sum_h W_q[h]^T W_k[kv(h)] (d_model x d_model, RoPE ignored):
-    stable rank, asymmetry ||M - M^T|| / ||M||, and the fraction of positive / negative eigenvalues of its
-    symmetric part (note 003: T5-XXL cross-attention sits at 0.500 / 0.500)."""
+    stable rank, asymmetry ||M - M^T|| / ||M||, the fraction of positive / negative eigenvalues of its
+    symmetric part over d_model, and `positive_balance` = positive / nonzero eigenvalues (grouped-query k
+    heads cap the rank of M, so zero eigenvalues are common; note 003: T5-XXL cross-attention 0.500)."""
     wq, wk = _f32(q.param), _f32(k.param)
     if wk.shape[0] != wq.shape[0]:  # grouped-query attention: repeat each kv head for its query heads
         if not n_kv_heads or wk.shape[0] % n_kv_heads:
@@ -126,7 +127,9 @@ def qk_manifold_probe(q: WeightEntry, k: WeightEntry, n_kv_heads: int | None) ->
     eig = torch.linalg.eigvalsh(sym)
     tol = eig.abs().max() * 1e-9
     s = singular_values(m)
+    pos, neg = int((eig > tol).sum()), int((eig < -tol).sum())
     return {"layer": q.layer, "group": q.group, "dim": m.shape[0],
             "stable_rank": float((s**2).sum() / s[0] ** 2), "asymmetry": float((m - m.T).norm() / m.norm()),
-            "positive_frac": float((eig > tol).double().mean()), "negative_frac": float((eig < -tol).double().mean()),
+            "positive_frac": pos / m.shape[0], "negative_frac": neg / m.shape[0],
+            "positive_balance": pos / max(pos + neg, 1),
             "top_eigenvalues": eig.flip(0)[:3].tolist()}

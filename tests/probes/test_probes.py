@@ -49,7 +49,8 @@ def test_qk_manifold_symmetric_and_grouped_query():
     assert same["asymmetry"] == pytest.approx(0.0, abs=1e-6)
     assert same["negative_frac"] == 0.0 and same["positive_frac"] == pytest.approx(16 / 32)
     gqa = W.qk_manifold_probe(_entry("a.q", "q", torch.randn(16, 32)), _entry("a.k", "k", torch.randn(8, 32)), 2)
-    assert "skipped" not in gqa and 0 < gqa["positive_frac"] < 1
+    assert "skipped" not in gqa and gqa["positive_frac"] + gqa["negative_frac"] == pytest.approx(16 / 32)
+    assert 0 < gqa["positive_balance"] < 1
 
 
 def test_position_bias_dead_neurons_and_sparsity():
