@@ -29,7 +29,8 @@ def run(args) -> int:
 
     from hf_attn.probes import ProbeOptions, run_probes
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     options = ProbeOptions(embedding_rows=args.embedding_rows, simplices=args.simplices,
                            max_layers=args.max_layers, seed=args.seed)
     start = time.perf_counter()
