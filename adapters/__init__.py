@@ -16,6 +16,7 @@ from .base import (
 )
 from .gauge import GaugeConfig  # noqa: E402  (registers the gauge wrapper)
 from .prismatic import PrismaticConfig, force_expert, routing_metrics  # noqa: E402  (registers "prismatic")
+from . import modulators  # noqa: F401,E402  (registers residual_modulator and field_modulator)
 
 __all__ = [
     "GaugeConfig",

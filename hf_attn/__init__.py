@@ -8,6 +8,7 @@ from .cache import RecurrentCache
 from . import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
 from .adapters.tt import TTConfig
+from .adapters.modulators import FieldModulatorConfig, ResidualModulatorConfig, modulator_health
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
 from .hub import push_to_hub
 from .modeling import register_family, save_pretrained
@@ -21,6 +22,9 @@ __all__ = [
     "GaugeConfig",
     "PrismaticConfig",
     "TTConfig",
+    "FieldModulatorConfig",
+    "ResidualModulatorConfig",
+    "modulator_health",
     "list_wrappers",
     "load_wrapper",
     "save_wrapper",

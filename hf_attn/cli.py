@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "hf_attn.commands.prune",
     "hf_attn.commands.report",
     "hf_attn.commands.tt_sweep",
+    "hf_attn.commands.probe",
 ]
 
 
