@@ -41,7 +41,8 @@ class PrismaticBase(WrapperLayer):
         pooling = config.router_pooling
         if pooling == "auto":
             pooling = "first" if role == "decoder" else "mean"
-        self.router = Router(first_linear(base).in_features, config, pooling)
+        linear = first_linear(base)
+        self.router = Router(linear.in_features, config, pooling).to(linear.weight.device)  # base may be on GPU
         self.views = ViewCache(config)
         self.stats = RoutingStats(config.collapse_threshold, config.collapse_steps)
         self._prefill_routing: torch.Tensor | None = None

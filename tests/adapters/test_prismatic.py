@@ -269,3 +269,11 @@ def test_save_load_unwrap_round_trip(tmp_path):
     assert not model._forward_pre_hooks
     with torch.no_grad():
         assert torch.equal(logits(model, x), base_logits)
+
+
+def test_router_is_created_on_the_base_modules_device():
+    """A model already on an accelerator gets its routers there too (seen on the H100: cuda vs cpu addmm)."""
+    model = tiny_model("llama", "sdpa").to("meta")
+    hf_attn.wrap(model, PrismaticConfig())
+    routers = [m.router for m in model.modules() if hasattr(m, "router")]
+    assert routers and all(p.device.type == "meta" for r in routers for p in r.parameters())
