@@ -63,8 +63,9 @@ def wrappable() -> list[str]:
 def wrapped(arch: str, name: str, attn: str = "sdpa"):
     """A tiny model wrapped with `name` whose wrapper tensors are moved off their initial values."""
     model = hf_attn.wrap(tiny_model(arch, attn), list_wrappers()[name].config_cls())
+    params = dict(model.named_parameters())
     with torch.no_grad():
-        for key, tensor in wrapper_state_dict(model).items():
-            if tensor.is_floating_point():
-                model.get_parameter(key).add_(0.05 * torch.randn_like(tensor))
+        for key in wrapper_state_dict(model):  # parameters only: buffers (e.g. validity tracking) stay as they are
+            if key in params and params[key].is_floating_point():
+                params[key].add_(0.05 * torch.randn_like(params[key]))
     return model

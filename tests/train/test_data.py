@@ -6,7 +6,7 @@ import torch
 
 from hf_attn import HfAttnError
 from hf_attn.train.data import IGNORE, build_data, eval_metrics
-from conftest import tiny_cfg
+from train_cases import tiny_cfg
 
 
 def test_copy_task_layout_and_determinism(tmp_path):

@@ -13,7 +13,7 @@ from hf_attn import HfAttnError
 from hf_attn.adapters import WrapperConfig, WrapperLayer, WrapperSpec, find_targets, register_wrapper, replace_module
 from hf_attn.train import checkpoint, train
 from hf_attn.train.rundir import METRIC_COLUMNS, MetricsCsv, read_run
-from conftest import REPO, tiny_cfg
+from train_cases import REPO, tiny_cfg
 
 
 @dataclass
