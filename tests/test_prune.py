@@ -6,7 +6,7 @@ from hf_attn import HfAttnError
 from hf_attn.prune import HeadMask, head_ranking, prune_run
 from hf_attn.train import train
 from harness import ids, tiny_model
-from train.conftest import tiny_cfg
+from train_cases import tiny_cfg
 
 
 def test_ranking_orders():
