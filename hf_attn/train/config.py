@@ -126,6 +126,8 @@ class TrainLoopConfig:
         "help": "Checkpoint and stop at this step (time-limited jobs); continue later with --resume."})
 
     def __post_init__(self):
+        if self.mixed_precision is False:  # YAML 1.1 reads a bare `no` as false
+            self.mixed_precision = "no"
         if self.mixed_precision not in PRECISIONS:
             raise HfAttnError(f"train.mixed_precision must be one of {PRECISIONS}, got {self.mixed_precision!r}.")
         if self.steps < 1 or self.log_every < 1 or self.eval_every < 1 or self.diag_every < 1:

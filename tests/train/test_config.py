@@ -5,6 +5,7 @@ import pytest
 
 from hf_attn import HfAttnError
 from hf_attn.train import TrainConfig
+from train_cases import tiny_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,3 +47,12 @@ def test_missing_file_and_bad_override(tmp_path):
     loop.write_text("base: a.yaml\n")
     with pytest.raises(HfAttnError, match="inherits from itself"):
         TrainConfig.from_yaml(loop)
+
+
+def test_bare_no_for_mixed_precision_means_no(tmp_path):
+    """`mixed_precision: no` in YAML (or `--set train.mixed_precision=no`) parses as false; it means "no"."""
+    import yaml
+
+    section = yaml.safe_load("mixed_precision: no")
+    assert section["mixed_precision"] is False
+    assert tiny_cfg(tmp_path, train=section).train.mixed_precision == "no"
