@@ -8,6 +8,8 @@ import warnings
 
 import torch
 
+from hf_attn.diagnostics.collectors import DiagnosticsContext, register_collector
+
 from ..geometry import participation_ratio, pentachoron_cv
 from .common import ModulatorModule
 
@@ -64,3 +66,13 @@ def modulator_health(model: torch.nn.Module, warn: bool = True) -> dict[str, flo
             stacklevel=2,
         )
     return out
+
+
+def _training_collector(ctx: DiagnosticsContext) -> dict[str, float]:
+    """For the trainer's diagnostics pass: alpha, validity, CV and PR of a modulated model (CV-band warning)."""
+    if not any(isinstance(m, ModulatorModule) for m in ctx.model.modules()):
+        return {}
+    return modulator_health(ctx.model)
+
+
+register_collector("modulator_health", _training_collector)

@@ -5,6 +5,7 @@ from typing import Callable
 
 import torch
 
+from hf_attn.diagnostics.collectors import DiagnosticsContext, register_collector
 from hf_attn.utils import HfAttnError
 
 from ..base import find_targets, replace_module
@@ -78,3 +79,12 @@ def force_expert(model: torch.nn.Module, expert: int | None) -> torch.nn.Module:
             raise HfAttnError(f"expert must be in [0, {layer.router.num_experts - 1}] or None, got {expert}.")
         layer.router.forced = expert
     return model
+
+
+def _training_collector(ctx: DiagnosticsContext) -> dict[str, float]:
+    """For the trainer's diagnostics pass: routing metrics of any Prismatic layers (collapse warning included)."""
+    layers = {n: m for n, m in ctx.model.named_modules() if isinstance(m, PrismaticBase)}
+    return collect(layers) if layers else {}
+
+
+register_collector("prismatic", _training_collector)

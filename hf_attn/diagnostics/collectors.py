@@ -3,7 +3,8 @@
 `collect(model, input_ids)` runs ONE forward with `output_attentions=True` (sdpa/flash/flex switch to `eager`
 for it, which is the same math) and hands a `DiagnosticsContext` to:
 1. every function registered with `register_collector(name, fn)`; `fn(ctx) -> dict` of JSON-able values,
-   stored under `name` (a variant module registers its own, e.g. gauge's row_std/KL_std), and
+   stored under `name`, or `{}` when it does not apply to this model (gauge registers row_std/KL_std,
+   prismatic its routing metrics, the modulators their health), and
 2. every submodule with a `hf_attn_diagnostics()` method (wrapper layers report their own state, e.g. a
    router's expert weights), stored under the module's name.
 The built-in `head_entropy` collector gives `(layers, heads)` entanglement and attention entropies, the
@@ -83,7 +84,7 @@ def collect(model: torch.nn.Module, input_ids: torch.Tensor, forward: Callable |
         with maps_available(model) as impl:
             out = (forward or model)(input_ids=input_ids, output_attentions=True)
         ctx = DiagnosticsContext(model, input_ids, tuple(out.attentions or ()), impl)
-        result = {name: fn(ctx) for name, fn in collectors.items()}
+        result = {name: out for name, fn in collectors.items() if (out := fn(ctx))}  # {} = not applicable
         for name, module in model.named_modules():
             hook = getattr(module, "hf_attn_diagnostics", None)
             if callable(hook):

@@ -25,6 +25,7 @@ from typing import Iterator
 import torch
 
 from ..attention.gauge import expand_beliefs, explicit_scores, row_bias, select_rows
+from .collectors import DiagnosticsContext, register_collector
 
 SHARP, UNIFORM = 0.10, 0.05
 
@@ -143,3 +144,15 @@ def collect(model: torch.nn.Module, rows: int = 32, warn: bool = True) -> Iterat
         yield store
     finally:
         disable(model)
+
+
+def _training_collector(ctx: DiagnosticsContext) -> dict[str, float]:
+    """For the trainer's diagnostics pass: row_std / mu_dist / phi_std / KL_std of gauge models."""
+    if ctx.attention != "gauge":
+        return {}
+    with collect(ctx.model) as store:
+        ctx.model(input_ids=ctx.input_ids)
+    return store.scalars()
+
+
+register_collector("gauge", _training_collector)

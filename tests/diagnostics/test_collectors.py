@@ -23,3 +23,25 @@ def test_module_hook_is_collected():
     model = tiny_model("llama", "holo")
     model.model.layers[0].mlp.hf_attn_diagnostics = lambda: {"probe": 3}
     assert collect(model, ids(1, 6))["model.layers.0.mlp"] == {"probe": 3}
+
+
+def test_variant_and_wrapper_collectors_report_only_where_they_apply():
+    """gauge row_std, prismatic routing and modulator health reach the trainer's diagnostics pass."""
+    import hf_attn
+
+    plain = collect(tiny_model("llama", "sdpa"), ids(1, 8))
+    assert not {"gauge", "prismatic", "modulator_health"} & set(plain)
+
+    gauge = collect(tiny_model("llama", "gauge"), ids(1, 8))["gauge"]
+    assert any("row_std" in k for k in gauge) and all(v == v for v in gauge.values())
+
+    routed = collect(hf_attn.wrap(tiny_model("llama", "sdpa"), hf_attn.PrismaticConfig()), ids(1, 8))["prismatic"]
+    assert any("entropy" in k for k in routed)
+
+    modulated = hf_attn.wrap(tiny_model("llama", "sdpa"), hf_attn.ResidualModulatorConfig())
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CV-band warning is expected on a random tiny model
+        health = collect(modulated, ids(1, 8))["modulator_health"]
+    assert "alpha_mean" in health
