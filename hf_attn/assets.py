@@ -65,6 +65,7 @@ def smollm2_path() -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp made it 0700
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)  # one rename: a concurrent reader sees the old folder or the whole new one

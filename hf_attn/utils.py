@@ -30,6 +30,17 @@ def require(module: str, *, extra: str | None = None, purpose: str = "this featu
     return importlib.import_module(module)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _default_mode(path: Path, is_dir: bool) -> None:
+    """mkstemp/mkdtemp create 0600/0700 entries; give the result the mode a plain open()/mkdir() would."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success it replaces `path` in one rename.
@@ -42,6 +53,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        _default_mode(Path(tmp), is_dir=False)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -72,6 +84,7 @@ def atomic_dir(path: str | os.PathLike, drop: tuple[str, ...] = CHECKPOINT_ONLY)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _default_mode(tmp, is_dir=True)
         if path.exists():
             _carry_over(path, tmp, drop)
             _exchange(tmp, path)  # tmp now holds the previous folder
