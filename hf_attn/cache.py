@@ -92,11 +92,18 @@ class RecurrentCache(Cache):
         return sum(t.numel() * t.element_size() for layer in self.layers for t in layer.state.values())
 
 
-def recurrent_layer(variant: str, key: torch.Tensor, query_len: int) -> RecurrentLayer | None:
-    """The `RecurrentLayer` whose state `key` continues, or None for an ordinary call; checks the pairing."""
+def recurrent_layer(variant: str, key: torch.Tensor, query_len: int, causal_self: bool) -> RecurrentLayer | None:
+    """The `RecurrentLayer` whose state `key` continues, or None for an ordinary call; checks the pairing.
+
+    `causal_self`: the call is causal self-attention with no position_bias or 4D mask, the only kind a
+    running state can serve.
+    """
     layer = getattr(key, _TAG, None)
     if layer is None:
         return None
+    if not causal_self:
+        raise HfAttnError(f"{variant}: RecurrentCache needs causal self-attention without position_bias or 4D "
+                          "masks; use the default DynamicCache for this model.")
     if layer.variant not in (None, variant):
         raise HfAttnError(f"RecurrentCache layer holds '{layer.variant}' state but '{variant}' was called; "
                           "start a fresh RecurrentCache after switching attention.")

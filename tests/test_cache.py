@@ -43,3 +43,17 @@ def test_mixing_variants_on_one_cache_is_refused():
         tiny_model("llama", "holo")(input_ids=ids(1, 4), past_key_values=cache, use_cache=True)
         with pytest.raises(hf_attn.HfAttnError, match="fresh RecurrentCache"):
             tiny_model("llama", "performer")(input_ids=ids(1, 1), past_key_values=cache, use_cache=True)
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_recurrent_state_refuses_non_causal_calls(variant):
+    """An encoder (or a T5 position_bias / 4D-mask call) cannot be served by a running causal state."""
+    from types import SimpleNamespace
+
+    from hf_attn.cache import RecurrentLayer
+
+    q, k, v = (torch.randn(1, 2, 3, 16) for _ in range(3))
+    k, v = RecurrentLayer().update(k, v)  # tags k with its layer, as transformers' cache.update does
+    encoder = SimpleNamespace(is_causal=False, layer_idx=0, training=False, config=SimpleNamespace())
+    with pytest.raises(hf_attn.HfAttnError, match="RecurrentCache needs causal self-attention"):
+        hf_attn.get_variant(variant).function(encoder, q, k, v, None)

@@ -205,10 +205,7 @@ def holo_attention_forward(
     p = check_dropout("holo", dropout, module)
     project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
     want_map = bool(kwargs.get("output_attentions"))
-    layer = recurrent_layer("holo", key, query.shape[2])
-    if layer is not None and (call.materialised or not call.causal):
-        raise HfAttnError("holo: RecurrentCache needs causal self-attention without position_bias or 4D masks; "
-                          "use the default DynamicCache for this model.")
+    layer = recurrent_layer("holo", key, query.shape[2], call.causal and not call.materialised)
     if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, layer), None
     q_spec, k_spec, v_spec = spectrum(query, project), spectrum(key, project), spectrum(value, False)

@@ -154,10 +154,7 @@ def performer_attention_forward(
     scale = (d**-0.5 if scaling is None else scaling) ** 0.5
     w = random_features(d, m, seed, query.device)
     want_map = bool(kwargs.get("output_attentions"))
-    layer = recurrent_layer("performer", key, query.shape[2])
-    if layer is not None and (call.materialised or not call.causal):
-        raise HfAttnError("performer: RecurrentCache needs causal self-attention without position_bias or 4D "
-                          "masks; use the default DynamicCache for this model.")
+    layer = recurrent_layer("performer", key, query.shape[2], call.causal and not call.materialised)
     if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         from ..kernels.performer_triton import performer_causal
 
