@@ -7,7 +7,7 @@ OUT=${OUT:-results/evidence_2gpu}
 SMOLLM2=${SMOLLM2:-smollm2}
 STEPS=${STEPS:-300}
 mkdir -p "$OUT/runs"
-python -c "import hf_attn.adapters" 2>/dev/null || pip install -q --no-deps -e . || exit 1
+python -c "import hf_attn.adapters" 2>/dev/null || pip install -q --no-deps --no-build-isolation -e . || exit 1  # no network for build isolation on the GPU machine
 exec > >(tee -a "$OUT/evidence.log") 2>&1
 COMMON=(--config recipes/charlm_holo.yaml --set train.steps=$STEPS --set train.log_every=20)
 

@@ -10,7 +10,7 @@ set -uo pipefail
 OUT=${OUT:-results/evidence}
 SMOLLM2=${SMOLLM2:-smollm2}
 mkdir -p "$OUT/runs" "$OUT/sweeps"
-python -c "import hf_attn.adapters" 2>/dev/null || pip install -q --no-deps -e . || exit 1
+python -c "import hf_attn.adapters" 2>/dev/null || pip install -q --no-deps --no-build-isolation -e . || exit 1  # no network for build isolation on the GPU machine
 exec > >(tee -a "$OUT/evidence.log") 2>&1
 echo "# $(date -u) $(git rev-parse --short HEAD 2>/dev/null) $(python -c 'import torch;print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
 
