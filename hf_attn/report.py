@@ -116,6 +116,20 @@ def _save(fig, out: Path, name: str, title: str) -> tuple[str, str]:
     return title, name
 
 
+def _line_figure(series, out: Path, name: str, caption: str, *, xlabel: str, ylabel: str, title: str,
+                 style: str = "o-", figsize=(6, 4), legend: dict | None = None, **axes) -> tuple[str, str]:
+    """One-axis figure of `(xs, ys, label)` series, saved next to report.md; returns (caption, file)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    for xs, ys, label in series:
+        ax.plot(xs, ys, style, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title[:110], **axes)
+    ax.title.set_fontsize(8)
+    ax.legend(**(legend or {"fontsize": 7}))
+    return _save(fig, out, name, caption)
+
+
 def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
     """Write the figures next to report.md; returns (title, file) pairs."""
     import matplotlib
@@ -129,15 +143,14 @@ def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
         by_group[group_key(s)].append((s, r))
 
     for i, (key, items) in enumerate(sorted(by_group.items(), key=lambda kv: str(kv[0]))):
-        fig, ax = plt.subplots(figsize=(7, 4))
+        series = []
         for s, r in items:
             rows = [m for m in r.metrics if m.get("loss") is not None]
-            ax.plot([m["step"] for m in rows], [m["loss"] for m in rows], label=f"{s['variant']} T={s['seq_len']}")
-        ax.set(xlabel="step", ylabel="training loss (nats/token)", yscale="log", title=f"{key[0]}: {key[1]}"[:110])
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=6, ncol=2)
-        name = f"loss_{i}_{key[0]}.png"
-        figs.append(_save(fig, out, name, f"Loss curves, {key[0]} ({key[1]})"))
+            series.append(([m["step"] for m in rows], [m["loss"] for m in rows], f"{s['variant']} T={s['seq_len']}"))
+        figs.append(_line_figure(
+            series, out, f"loss_{i}_{key[0]}.png", f"Loss curves, {key[0]} ({key[1]})", xlabel="step",
+            ylabel="training loss (nats/token)", title=f"{key[0]}: {key[1]}", style="-", figsize=(7, 4),
+            legend={"fontsize": 6, "ncol": 2}, yscale="log"))
 
         by_variant = defaultdict(list)
         for s, _ in items:
@@ -158,32 +171,28 @@ def _plots(summaries, runs, out: Path) -> list[tuple[str, str]]:
 
         ranked = [s for s, _ in items if s["rank"] is not None and s["finished"] and _finite(s["quality"])]
         if len({s["rank"] for s in ranked}) > 1:
-            fig, ax = plt.subplots(figsize=(6, 4))
             by_len = defaultdict(list)
             for s in ranked:
                 by_len[s["seq_len"]].append(s)
+            series = []
             for t, ss in sorted(by_len.items()):
                 ss = sorted(ss, key=lambda s: s["rank"])
-                ax.plot([s["rank"] for s in ss], [s["quality"] for s in ss], "o-", label=f"T={t}")
-            ax.set(xlabel="wrapper rank", ylabel=ranked[0]["quality_metric"], title=f"{key[0]}: {key[1]}"[:110])
-            ax.title.set_fontsize(8)
-            ax.legend(fontsize=7)
-            name = f"rank_{i}_{key[0]}.png"
-            figs.append(_save(fig, out, name, f"Quality vs rank, {key[0]} ({key[1]})"))
+                series.append(([s["rank"] for s in ss], [s["quality"] for s in ss], f"T={t}"))
+            figs.append(_line_figure(
+                series, out, f"rank_{i}_{key[0]}.png", f"Quality vs rank, {key[0]} ({key[1]})",
+                xlabel="wrapper rank", ylabel=ranked[0]["quality_metric"], title=f"{key[0]}: {key[1]}"))
 
     for j, (s, r) in enumerate(zip(summaries, runs)):
         table = MetricsCsv.load(r.path / "pruning.csv") if (r.path / "pruning.csv").is_file() else []
         if not table:
             continue
-        fig, ax = plt.subplots(figsize=(6, 4))
+        series = []
         for order in dict.fromkeys(t["order"] for t in table):
             rows = [t for t in table if t["order"] == order]
-            ax.plot([t["heads_pruned"] for t in rows], [t["quality"] for t in rows], "o-", label=f"{order} entropy first")
-        ax.set(xlabel="heads pruned", ylabel=table[0]["quality_metric"], title=f"{s['run']}: {s['data']}"[:110])
-        ax.title.set_fontsize(8)
-        ax.legend(fontsize=7)
-        name = f"pruning_{j}.png"
-        figs.append(_save(fig, out, name, f"Pruning curve, {s['run']} ({s['data']})"))
+            series.append(([t["heads_pruned"] for t in rows], [t["quality"] for t in rows], f"{order} entropy first"))
+        figs.append(_line_figure(
+            series, out, f"pruning_{j}.png", f"Pruning curve, {s['run']} ({s['data']})",
+            xlabel="heads pruned", ylabel=table[0]["quality_metric"], title=f"{s['run']}: {s['data']}"))
     return figs
 
 
