@@ -9,6 +9,13 @@ A TT-matrix stores a weight `W` of shape `(M, N)`, `M = m_1...m_d`, `N = n_1...n
 Novikov et al. 2015 "Tensorizing neural networks"). `tt_linear` multiplies activations by it core by core,
 never rebuilding `W` and never permuting activations.
 
+`TTMatrixLinear` has two ways to apply the cores (`contraction`): "cores" (`tt_linear`; fewest FLOPs and bytes,
+the right choice on CPUs and for few rows such as decoding) and "dense" (rebuild `W` from the cores, about
+`M N r` multiply-adds once per call, then one GEMM; gradients still reach only the cores). On a GPU the
+core-by-core chain is a string of small, memory-bound matmuls that runs far below the tensor cores' rate, so
+"auto" (the default) rebuilds there once a call has `DENSE_MIN_ROWS` rows or more (training, prefill). The
+parameters are the cores either way; only the transient `W` (one projection's size) is added in memory.
+
 Cost of `tt_linear`: the activation after core k holds `m_1..m_k * r_k * n_{k+1}..n_d` numbers per token.
 `default_factors` therefore makes core 1 input-only and core d output-only with small balanced factors in
 between: for a 576 x 576 projection with 3 cores at rank 16 that is 128 numbers per token (0.2x the input
@@ -22,10 +29,16 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .utils import HfAttnError
 
+CONTRACTIONS = ("auto", "cores", "dense")
+DENSE_MIN_ROWS = 512  # "auto" on CUDA: rows from which rebuilding W beats the core chain (recipes/bench_tt.py)
+
 __all__ = [
+    "CONTRACTIONS",
+    "DENSE_MIN_ROWS",
     "TTDecomposition",
     "TTMatrixLinear",
     "default_factors",
@@ -239,11 +252,17 @@ def tt_linear(x: torch.Tensor, cores: Sequence[torch.Tensor], bias: torch.Tensor
     return out if bias is None else out + bias
 
 
+def check_contraction(value: str) -> None:
+    if value not in CONTRACTIONS:
+        raise HfAttnError(f"contraction must be one of {', '.join(CONTRACTIONS)}; got {value!r}.")
+
+
 class TTMatrixLinear(torch.nn.Module):
-    """A linear layer whose weight is a TT-matrix; applies the cores directly (`tt_linear`).
+    """A linear layer whose weight is a TT-matrix (the cores are its only weight parameters).
 
     Build it from a dense weight with `from_weight` (TT-SVD initialisation) or randomly with the constructor.
-    Factors default to `default_factors(out_features, in_features, num_cores)`.
+    Factors default to `default_factors(out_features, in_features, num_cores)`. `contraction` picks how the
+    cores are applied (module docstring): "cores" (`tt_linear`), "dense" (rebuild W, one GEMM) or "auto".
     """
 
     def __init__(
@@ -255,9 +274,12 @@ class TTMatrixLinear(torch.nn.Module):
         out_factors: Sequence[int] | None = None,
         in_factors: Sequence[int] | None = None,
         bias: bool = True,
+        contraction: str = "auto",
     ):
         super().__init__()
         _check_rank("rank", rank)
+        check_contraction(contraction)
+        self.contraction = contraction
         if out_factors is None and in_factors is None:
             out_factors, in_factors = default_factors(out_features, in_features, num_cores)
         elif out_factors is None or in_factors is None:
@@ -282,9 +304,11 @@ class TTMatrixLinear(torch.nn.Module):
         out_factors: Sequence[int] | None = None,
         in_factors: Sequence[int] | None = None,
         bias: torch.Tensor | None = None,
+        contraction: str = "auto",
     ) -> tuple["TTMatrixLinear", float]:
         """TT-SVD initialisation from a dense `(out, in)` weight; returns the layer and its relative error."""
-        layer = cls(weight.shape[1], weight.shape[0], rank, num_cores, out_factors, in_factors, bias is not None)
+        layer = cls(weight.shape[1], weight.shape[0], rank, num_cores, out_factors, in_factors, bias is not None,
+                    contraction)
         dec = tt_matrix(weight, layer.out_factors, layer.in_factors, max_rank=rank)
         with torch.no_grad():
             for p, c in zip(layer.cores, dec.cores):
@@ -301,13 +325,22 @@ class TTMatrixLinear(torch.nn.Module):
         """The `(out, in)` weight these cores stand for."""
         return tt_matrix_to_dense(list(self.cores))
 
+    def rebuilds(self, x: torch.Tensor) -> bool:
+        """Whether this call applies the rebuilt dense matrix rather than the core chain."""
+        if self.contraction != "auto":
+            return self.contraction == "dense"
+        return x.is_cuda and x.numel() >= DENSE_MIN_ROWS * self.in_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rebuilds(x):
+            return F.linear(x, self.to_dense(), self.bias)
         return tt_linear(x, list(self.cores), self.bias)
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, out_factors={self.out_factors}, "
-            f"in_factors={self.in_factors}, ranks={self.ranks}, bias={self.bias is not None}"
+            f"in_factors={self.in_factors}, ranks={self.ranks}, bias={self.bias is not None}, "
+            f"contraction={self.contraction}"
         )
 
 

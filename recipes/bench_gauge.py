@@ -9,6 +9,9 @@ For each T it times, forward and forward+backward (causal, no padding, batch 1):
 - `gauge`: hf_attn's gauge_attention_forward, parameter-free form (augmented vectors + SDPA), per backend;
 - `gauge-compiled`: the same with `config.gauge_compile=True` (prologue fused by torch.compile; CUDA only);
 - `gauge-explicit`: the explicit T x T KL path (output_attentions=True), forward only, T <= --explicit-max-t.
+- `gauge-wW`: gauge with `config.gauge_pad_width=W` (augmented vectors zero-padded to W, for W in --widths);
+- `sdpa-wW`: plain SDPA on random q/k/v of head width W (the kernel's cost at that width without gauge's
+  prologue: gauge minus this is the prologue).
 Median of --repeats after --warmup runs (CUDA events), peak memory above the inputs, throughput ratio
 gauge/sdpa (= sdpa ms / gauge ms, > 1 means gauge is faster). Prints a markdown table, writes bench_gauge.json.
 """
@@ -70,13 +73,20 @@ def _module(**cfg):
     return SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**cfg))
 
 
-def cases(q, k, v, explicit: bool, compiled: bool):
-    """name -> forward callable on the same q/k/v."""
+def cases(q, k, v, explicit: bool, compiled: bool, widths: list[int], leaves: list):
+    """name -> forward callable on the same q/k/v (`sdpa-wW`: on new leaves of width W, added to `leaves`)."""
     module = _module()
     out = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         "gauge": lambda: gauge_attention_forward(module, q, k, v, None)[0],
     }
+    for w in widths:
+        padded = _module(gauge_pad_width=w)
+        out[f"gauge-w{w}"] = lambda m=padded: gauge_attention_forward(m, q, k, v, None)[0]
+    for w in widths:
+        qw, kw, vw = (torch.randn(*q.shape[:-1], w, device=q.device, dtype=q.dtype).requires_grad_() for _ in range(3))
+        leaves += [qw, kw, vw]
+        out[f"sdpa-w{w}"] = lambda qw=qw, kw=kw, vw=vw: F.scaled_dot_product_attention(qw, kw, vw, is_causal=True)
     if compiled:
         fused = _module(gauge_compile=True)
         out["gauge-compiled"] = lambda: gauge_attention_forward(fused, q, k, v, None)[0]
@@ -89,10 +99,12 @@ def run(t: int, args, device, dtype) -> list[dict]:
     g = torch.Generator(device=device).manual_seed(t)
     shape = (args.batch, args.heads, t, args.head_dim)
     q, k, v = (torch.randn(shape, generator=g, device=device, dtype=dtype).requires_grad_() for _ in range(3))
-    grad = torch.randn(args.batch, args.heads, t, args.head_dim, device=device, dtype=dtype)
+    grads = {}  # output shape -> upstream gradient, drawn once
+    leaves = [q, k, v]
     cuda = device.type == "cuda"
     rows = []
-    for name, fwd in cases(q, k, v, t <= args.explicit_max_t, cuda and not args.no_compile).items():
+    widths = [int(w) for w in args.widths.split(",") if w]
+    for name, fwd in cases(q, k, v, t <= args.explicit_max_t, cuda and not args.no_compile, widths, leaves).items():
         backends = ("explicit",) if name == "gauge-explicit" else (BACKENDS if cuda else ("auto",))
         for backend in backends:
             row = {"T": t, "method": name, "backend": backend}
@@ -105,9 +117,10 @@ def run(t: int, args, device, dtype) -> list[dict]:
                         with torch.no_grad():
                             return fwd()
                     o = fwd()
-                    o = o if o.shape == grad.shape else o.transpose(1, 2)  # gauge returns (B, T, H, D)
-                    o.backward(grad)
-                    q.grad = k.grad = v.grad = None
+                    o = o if o.shape[1] == args.heads else o.transpose(1, 2)  # gauge returns (B, T, H, D)
+                    o.backward(grads.setdefault(o.shape, torch.randn_like(o)))
+                    for x in leaves:
+                        x.grad = None
 
                 try:
                     with backend_ctx(backend if backend != "explicit" else "auto"):
@@ -154,6 +167,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--explicit-max-t", type=int, default=4096, help="largest T for the explicit path (forward)")
     p.add_argument("--explicit-bwd-max-t", type=int, default=1024, help="largest T for explicit fwd+bwd")
+    p.add_argument("--widths", default="96,128", help="padded widths for gauge-wW and sdpa-wW rows ('' for none)")
     p.add_argument("--no-compile", action="store_true", help="skip gauge-compiled (config.gauge_compile=True)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, float32: checks the script runs")
     p.add_argument("--out", default="runs/bench_gauge")

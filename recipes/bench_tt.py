@@ -7,8 +7,11 @@ CPU smoke test on a tiny random Llama:
 
 Every configuration gets a fresh copy of the model. The TT models are wrapped with `keep_base=False` (the dense
 projection weights are freed) and, like the dense baseline, train every parameter unless --freeze-base, so
-the only difference between rows is dense projections vs TT cores. Token ids are random: step time and
-memory do not depend on the text.
+the only difference between rows is dense projections vs TT cores. Each rank runs once per `--contractions`
+mode (hf_attn.tt: 'cores' = the core chain, 'dense' = rebuild W then one GEMM, 'auto' = the default choice).
+A projection-level table times one hidden x hidden layer, fwd+bwd, for 'cores' and 'dense' across row counts:
+the crossover is what `hf_attn.tt.DENSE_MIN_ROWS` encodes. Token ids are random: step time and memory do not
+depend on the text.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ import torch
 
 import hf_attn
 from hf_attn.adapters.tt import tt_report
+from hf_attn.tt import DENSE_MIN_ROWS
 from hf_attn.utils import write_text_atomic
 
 
@@ -82,26 +86,30 @@ def measure(model, args, device, dtype) -> dict:
             "loss": loss.item()}
 
 
-def projection_bench(hidden: int, ranks: list[int], args, device, dtype) -> list[dict]:
-    """One hidden x hidden projection, fwd+bwd on (batch * seq_len) tokens: dense nn.Linear vs TTMatrixLinear."""
+def projection_bench(hidden: int, args, device, dtype) -> list[dict]:
+    """One hidden x hidden projection, fwd+bwd (weight gradients included): dense nn.Linear vs a rank-16
+    TTMatrixLinear per contraction, for several row counts up to batch * seq_len."""
     from hf_attn.tt import TTMatrixLinear
 
-    x = torch.randn(args.batch * args.seq_len, hidden, device=device, dtype=dtype, requires_grad=True)
     dense = torch.nn.Linear(hidden, hidden, bias=False)
     layers = {"dense": dense}
-    for rank in ranks:
-        layers[f"tt r={rank}"] = TTMatrixLinear.from_weight(dense.weight.detach(), rank, args.num_cores)[0]
+    for mode in ("cores", "dense"):
+        layers[f"tt r=16 {mode}"] = TTMatrixLinear.from_weight(dense.weight.detach(), 16, args.num_cores,
+                                                              contraction=mode)[0]
     out = []
-    for name, layer in layers.items():
-        layer.to(device=device, dtype=dtype)
-        times = []
-        for _ in range(args.warmup + 3 * args.steps):
-            sync(device)
-            t0 = time.perf_counter()
-            layer(x).sum().backward()
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        out.append({"config": name, "ms": statistics.median(times[args.warmup :]) * 1e3})
+    total = args.batch * args.seq_len
+    for rows in sorted({r for r in (1, 16, 128, 512, 2048, total) if r <= total}):
+        x = torch.randn(rows, hidden, device=device, dtype=dtype, requires_grad=True)
+        for name, layer in layers.items():
+            layer.to(device=device, dtype=dtype)
+            times = []
+            for _ in range(args.warmup + 3 * args.steps):
+                sync(device)
+                t0 = time.perf_counter()
+                layer(x).sum().backward()
+                sync(device)
+                times.append(time.perf_counter() - t0)
+            out.append({"rows": rows, "config": name, "ms": statistics.median(times[args.warmup :]) * 1e3})
     return out
 
 
@@ -111,6 +119,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny random Llama, small sizes (CPU check)")
     p.add_argument("--ranks", default="4,8,16,32,64")
     p.add_argument("--num-cores", type=int, default=3)
+    p.add_argument("--contractions", default="cores,auto", help="TTConfig.contraction modes to time per rank")
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--steps", type=int, default=10)
@@ -137,17 +146,19 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.cuda.empty_cache()
     for rank in [int(r) for r in args.ranks.split(",")]:
-        model = load(args)
-        hf_attn.wrap(model, hf_attn.TTConfig(rank=rank, num_cores=args.num_cores, keep_base=False))
-        report = tt_report(model)
-        rows.append({"config": f"tt r={rank}", "rank": rank, "attn_params": report["wrapped_tt_params"],
-                     "attn_param_ratio": report["wrapped_param_ratio"], "mean_rel_error": report["mean_rel_error"],
-                     **measure(model, args, device, dtype)})
-        del model
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        for mode in args.contractions.split(","):
+            model = load(args)
+            hf_attn.wrap(model, hf_attn.TTConfig(rank=rank, num_cores=args.num_cores, keep_base=False,
+                                                 contraction=mode))
+            report = tt_report(model)
+            rows.append({"config": f"tt r={rank} {mode}", "rank": rank, "contraction": mode,
+                         "attn_params": report["wrapped_tt_params"], "attn_param_ratio": report["wrapped_param_ratio"],
+                         "mean_rel_error": report["mean_rel_error"], **measure(model, args, device, dtype)})
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
     hidden = load_hidden(args)
-    proj = projection_bench(hidden, [r["rank"] for r in rows[1:]], args, device, dtype)
+    proj = projection_bench(hidden, args, device, dtype)
     base = rows[0]
     for r in rows:
         r["step_ratio"] = r["step_ms"] / base["step_ms"]
@@ -156,24 +167,26 @@ def main(argv=None) -> int:
     env = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
            "torch": torch.__version__, "python": sys.version.split()[0], "dtype": args.dtype,
            "batch": args.batch, "seq_len": args.seq_len, "steps": args.steps, "num_cores": args.num_cores,
+           "dense_min_rows": DENSE_MIN_ROWS,
            "freeze_base": args.freeze_base, "model": "tiny random Llama (smoke)" if args.smoke else args.model_path}
     import transformers
 
     env["transformers"] = transformers.__version__
     print(f"# {env['model']} on {env['device']}, {args.dtype}, batch {args.batch} x T {args.seq_len}, fwd+bwd")
-    print(f"{'config':>10} {'attn params':>12} {'ratio':>6} {'rel err':>8} {'step ms':>9} {'x dense':>8} "
+    print(f"{'config':>16} {'attn params':>12} {'ratio':>6} {'rel err':>8} {'step ms':>9} {'x dense':>8} "
           f"{'tok/s':>10} {'peak GiB':>9} {'x dense':>8}")
     for r in rows:
-        print(f"{r['config']:>10} {r['attn_params']:>12,} {r['attn_param_ratio']:>6.3f} {r['mean_rel_error']:>8.3f} "
+        print(f"{r['config']:>16} {r['attn_params']:>12,} {r['attn_param_ratio']:>6.3f} {r['mean_rel_error']:>8.3f} "
               f"{r['step_ms']:>9.1f} {r['step_ratio']:>8.2f} {r['tokens_per_s']:>10,.0f} {r['peak_mem_gib']:>9.2f} "
               f"{r['mem_ratio']:>8.2f}")
-    print(f"# one {hidden} x {hidden} projection alone, fwd+bwd on {args.batch * args.seq_len} tokens")
+    print(f"# one {hidden} x {hidden} projection alone, fwd+bwd (ms; x the dense nn.Linear at the same rows)")
+    dense_ms = {r["rows"]: r["ms"] for r in proj if r["config"] == "dense"}
     for p_row in proj:
-        print(f"{p_row['config']:>10} {p_row['ms']:>9.3f} ms {p_row['ms'] / proj[0]['ms']:>6.2f} x dense")
-    r16 = next((r for r in rows if r["rank"] == 16), None)
-    if r16 is not None:
+        print(f"{p_row['rows']:>6} rows {p_row['config']:>16} {p_row['ms']:>9.3f} ms "
+              f"{p_row['ms'] / dense_ms[p_row['rows']]:>6.2f} x dense")
+    for r16 in (r for r in rows if r["rank"] == 16):
         ok = r16["attn_param_ratio"] <= 0.25 and r16["step_ratio"] <= 1.3
-        print(f"target at rank 16 (attention params <= 25% of dense, step <= 1.3x dense): "
+        print(f"target at rank 16, {r16['contraction']} (attention params <= 25% of dense, step <= 1.3x dense): "
               f"{r16['attn_param_ratio']:.1%}, {r16['step_ratio']:.2f}x -> {'MET' if ok else 'NOT MET'}")
     out = Path(args.out) / "bench_tt.json"
     write_text_atomic(out, json.dumps({"env": env, "rows": rows, "projection": proj}, indent=1))

@@ -84,6 +84,25 @@ def test_contraction_and_its_gradients_match_the_rebuilt_matrix(num_cores):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
 
 
+def test_dense_contraction_matches_the_core_chain_and_auto_keeps_cores_on_cpu():
+    """contraction='dense' (rebuild W, one GEMM) == 'cores' in output and gradients; 'auto' on CPU uses cores."""
+    w = torch.randn(48, 36, dtype=torch.float64)
+    layers = {c: TTMatrixLinear.from_weight(w, 3, contraction=c, bias=torch.randn(48, dtype=torch.float64))[0]
+              for c in ("cores", "dense")}
+    layers["dense"].load_state_dict(layers["cores"].state_dict())
+    x = torch.randn(600, 36, dtype=torch.float64)  # above DENSE_MIN_ROWS: auto would rebuild on CUDA
+    outs = {c: layer(x) for c, layer in layers.items()}
+    torch.testing.assert_close(outs["dense"], outs["cores"], rtol=0, atol=1e-12)
+    g = torch.randn_like(outs["cores"])
+    grads = {c: torch.autograd.grad(outs[c], list(layers[c].parameters()), g) for c in layers}
+    for a, b in zip(grads["dense"], grads["cores"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    auto = TTMatrixLinear.from_weight(w, 3)[0]
+    assert auto.contraction == "auto" and not auto.rebuilds(x) and layers["dense"].rebuilds(x[:1])
+    with pytest.raises(hf_attn.HfAttnError, match="contraction must be one of auto, cores, dense"):
+        TTMatrixLinear(16, 24, rank=2, contraction="fused")
+
+
 def test_factorisation_helpers():
     assert factorize(576, 3) == [8, 8, 9]
     assert factorize(192, 3) == [4, 6, 8]

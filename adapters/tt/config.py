@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hf_attn.adapters.base import WrapperConfig
+from hf_attn.tt import check_contraction
 from hf_attn.utils import HfAttnError
 
 # Attention projections of Llama/Qwen2/Qwen3/Mistral (q_proj...) and T5 (q, k, v, o).
@@ -26,6 +27,14 @@ class TTConfig(WrapperConfig):
             "modules not listed use the automatic one."
         },
     )
+    contraction: str = field(
+        default="auto",
+        metadata={
+            "help": "How the cores are applied: 'cores' (one small matmul per core), 'dense' (rebuild the weight "
+            "from the cores each call, then one GEMM) or 'auto' (dense on CUDA from hf_attn.tt.DENSE_MIN_ROWS "
+            "rows, cores otherwise). Same parameters and gradients either way; see hf_attn.tt."
+        },
+    )
     keep_base: bool = field(
         default=True,
         metadata={
@@ -39,6 +48,7 @@ class TTConfig(WrapperConfig):
             raise HfAttnError(f"TTConfig.rank must be an integer >= 1, got {self.rank!r}.")
         if isinstance(self.num_cores, bool) or not isinstance(self.num_cores, int) or self.num_cores < 1:
             raise HfAttnError(f"TTConfig.num_cores must be an integer >= 1, got {self.num_cores!r}.")
+        check_contraction(self.contraction)
         if self.target_modules is None:
             self.target_modules = list(DEFAULT_TARGETS)
         for name, pair in (self.factors or {}).items():

@@ -9,7 +9,7 @@ from hf_attn.utils import HfAttnError
 
 
 class TTLinear(WrapperLayer):
-    """Applies `tt` (the TT cores, trainable) plus the frozen base bias; never rebuilds the dense weight.
+    """Applies `tt` (the TT cores, trainable) plus the frozen base bias; the dense base weight is never used.
 
     The original layer stays at `.base_layer`. `drop_base()` (TTConfig.keep_base=False) replaces its weight
     by an empty tensor to free the memory; then only a merge can turn this back into a plain `nn.Linear`.
@@ -21,12 +21,15 @@ class TTLinear(WrapperLayer):
         rank: int,
         num_cores: int,
         factors: tuple[list[int], list[int]] | None = None,
+        contraction: str = "auto",
     ):
         super().__init__()
         if not isinstance(base, torch.nn.Linear):
             raise HfAttnError(f"TTLinear wraps torch.nn.Linear modules, got {type(base).__name__}.")
         out_f, in_f = factors if factors is not None else (None, None)
-        self.tt, self.init_error = TTMatrixLinear.from_weight(base.weight.detach(), rank, num_cores, out_f, in_f)
+        self.tt, self.init_error = TTMatrixLinear.from_weight(
+            base.weight.detach(), rank, num_cores, out_f, in_f, contraction=contraction
+        )
         self.in_features, self.out_features = base.in_features, base.out_features
         self.keeps_base = True
         self.base_layer = base

@@ -18,7 +18,9 @@ def apply(model: torch.nn.Module, config: TTConfig) -> list[Callable[[], None]]:
     layers = {}
     for name in names:  # build every layer first: a bad factorisation leaves the model untouched
         try:
-            layers[name] = TTLinear(model.get_submodule(name), config.rank, config.num_cores, config.factors_for(name))
+            layers[name] = TTLinear(
+                model.get_submodule(name), config.rank, config.num_cores, config.factors_for(name), config.contraction
+            )
         except HfAttnError as e:
             raise HfAttnError(f"{name}: {e}") from None
     undo = []

@@ -37,6 +37,8 @@ register_variant(
         "gauge_irrep_spec": f"irrep blocks 'MULTxL+...' (default None = '{DEFAULT_IRREP_SPEC}' fitted to head_dim)",
         "gauge_variance": "one variance for all blocks, or one per block (default 1.0)",
         "gauge_compile": "torch.compile the augmented-vector prologue into fused kernels (default False)",
+        "gauge_pad_width": "zero-pad the augmented vectors to this width, a multiple of 8 (default None = the "
+        "smallest multiple of 8)",
     },
 )
 

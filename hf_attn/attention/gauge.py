@@ -113,15 +113,27 @@ def _sdpa_mask(call: AttentionCall, mask4, tq: int, tk: int, dtype, device):
     return bias.masked_fill(dead, 0.0), False, dead
 
 
-def free_vectors(query, key, value, inv_var: torch.Tensor, split: bool, multiple: int = 8):
+def pad_width(needed: int, dv: int, config) -> int:
+    """Width of the augmented vectors (and of v): the smallest multiple of 8 holding both, or
+    `config.gauge_pad_width` if set (SDPA kernels run some widths, e.g. 96 or 128, faster than 72)."""
+    width = max(-(-needed // 8) * 8, dv)
+    want = getattr(config, "gauge_pad_width", None)
+    if want is None:
+        return width
+    if isinstance(want, bool) or not isinstance(want, int) or want % 8 or want < width:
+        raise HfAttnError(f"config.gauge_pad_width must be a multiple of 8 >= {width} (the augmented width for "
+                          f"this head size), or None; got {want!r}.")
+    return want
+
+
+def free_vectors(query, key, value, inv_var: torch.Tensor, split: bool, width: int):
     """Augmented `(q~, k~, v~)` of the parameter-free form in the input dtype, with few kernels.
 
     Same algebra as `augmented` for identity frames and constant variances `t`: `q~ = [q, 1(, 1)]`,
-    `k~ = [k / t, c(_hi, c_lo)]`, `c_j = -|k_j|^2_t / 2` shifted by `c_0`; v zero-padded to the same width.
+    `k~ = [k / t, c(_hi, c_lo)]`, `c_j = -|k_j|^2_t / 2` shifted by `c_0`; all three zero-padded to `width`.
     """
     d, dv = query.shape[-1], value.shape[-1]
     extra = 2 if split else 1
-    width = max(-(-(d + extra) // multiple) * multiple, dv)
     kf = key.float()
     ks = kf * inv_var
     c = -0.5 * (kf * ks).sum(-1, keepdim=True)
@@ -150,15 +162,13 @@ def _free_builder(config):
     return _compiled_free_vectors
 
 
-def belief_vectors(qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings):
+def belief_vectors(qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, config):
     """Augmented `(q~, k~, v~)` from general beliefs (frames, per-token variances), in the value dtype."""
     dtype = value.dtype
     qa, ka = augmented(qb, kb, settings.layout, split_constant=dtype in (torch.bfloat16, torch.float16))
-    qa, ka = qa.to(dtype), ka.to(dtype)
-    width, dv = qa.shape[-1], value.shape[-1]
-    if width < dv:
-        return F.pad(qa, (0, dv - width)), F.pad(ka, (0, dv - width)), value
-    return qa, ka, F.pad(value, (0, width - dv))  # flash kernels (CUDA, CPU) need equal widths
+    width = pad_width(qa.shape[-1], value.shape[-1], config)  # flash kernels (CUDA, CPU) need equal widths
+    pad = lambda x: F.pad(x.to(dtype), (0, width - x.shape[-1]))  # noqa: E731
+    return pad(qa), pad(ka), pad(value)
 
 
 def fast_path(call, qa, ka, v, dv: int, settings: GaugeSettings, mask4, p: float) -> torch.Tensor:
@@ -209,7 +219,9 @@ def gauge_attention_forward(
         inv_var = 1.0 / torch.tensor([settings.variance[i] for i in settings.layout.block_of_dim()],
                                      device=query.device)
         split = query.dtype in (torch.bfloat16, torch.float16)
-        qa, ka, v = _free_builder(getattr(module, "config", None))(query, key, value, inv_var, split)
+        config = getattr(module, "config", None)
+        width = pad_width(query.shape[-1] + 1 + split, value.shape[-1], config)
+        qa, ka, v = _free_builder(config)(query, key, value, inv_var, split, width)
         out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
     else:
         qb, kb = source.beliefs(query, key)
@@ -217,7 +229,7 @@ def gauge_attention_forward(
             out, weights = explicit_path(call, qb, kb, value, settings, mask4, p)
             weights = weights.to(query.dtype)
         else:
-            qa, ka, v = belief_vectors(qb, kb, value, settings)
+            qa, ka, v = belief_vectors(qb, kb, value, settings, getattr(module, "config", None))
             out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
     if store is not None:
         if qb is None:

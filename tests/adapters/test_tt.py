@@ -87,6 +87,17 @@ def test_save_load_round_trip_and_merge(arch, tmp_path):
         torch.testing.assert_close(logits(reloaded, x), before, rtol=1e-4, atol=1e-5)
 
 
+def test_dense_contraction_gives_the_same_model_and_survives_reload(tmp_path):
+    x = ids(2, 9)
+    cores, dense = wrapped("llama"), wrapped("llama", contraction="dense")
+    assert {m.tt.contraction for m in dense.modules() if isinstance(m, TTLinear)} == {"dense"}
+    with torch.no_grad():
+        torch.testing.assert_close(logits(dense, x), logits(cores, x), rtol=1e-5, atol=1e-5)
+    hf_attn.save_wrapper(dense, tmp_path)
+    reloaded = hf_attn.load_wrapper(tiny_model("llama", "sdpa"), tmp_path)
+    assert {m.tt.contraction for m in reloaded.modules() if isinstance(m, TTLinear)} == {"dense"}
+
+
 def test_unwrap_restores_the_exact_base():
     x = ids(1, 8)
     base = tiny_model("qwen2", "sdpa")
@@ -156,6 +167,8 @@ def test_clear_errors():
         hf_attn.TTConfig(rank=0)
     with pytest.raises(hf_attn.HfAttnError, match="num_cores"):
         hf_attn.TTConfig(num_cores=0)
+    with pytest.raises(hf_attn.HfAttnError, match="contraction must be one of"):
+        hf_attn.TTConfig(contraction="fast")
     with pytest.raises(hf_attn.HfAttnError, match=r"factors\['q_proj'\]"):
         hf_attn.TTConfig(factors={"q_proj": [[8, 8]]})
     with pytest.raises(hf_attn.HfAttnError, match="matched no module"):

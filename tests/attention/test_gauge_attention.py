@@ -98,6 +98,20 @@ def test_config_knobs_change_the_result_and_bad_ones_are_refused():
         fn(_module(gauge_kappa=-1.0), q, k, v, None)
 
 
+def test_pad_width_changes_speed_not_the_result():
+    """config.gauge_pad_width only zero-pads the augmented vectors: same output, parameter-free and learned."""
+    q, k, v = (torch.randn(2, 2, 9, 16, dtype=torch.float64) for _ in range(3))
+    settings = settings_from_config(None, 16, None)
+    for learned in (False, True):
+        kw = lambda: {"gauge_beliefs": RandomBeliefs(settings, per_block=True)} if learned else {}  # noqa: E731
+        base, _ = fn(_module(), q, k, v, None, **kw())
+        wide, _ = fn(_module(gauge_pad_width=64), q, k, v, None, **kw())
+        torch.testing.assert_close(wide, base, rtol=1e-10, atol=1e-12)
+    for bad in (20, 30, True):
+        with pytest.raises(hf_attn.HfAttnError, match="gauge_pad_width must be a multiple of 8 >= 24"):
+            fn(_module(gauge_pad_width=bad), q, k, v, None)
+
+
 def test_bf16_keeps_large_key_norms_accurate():
     """|k|^2 / 2 terms reach hundreds: the split key constant keeps bf16 within bf16's own logit error."""
     g = torch.Generator().manual_seed(0)
