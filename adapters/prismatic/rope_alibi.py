@@ -71,7 +71,8 @@ class PrismaticAttention(PrismaticBase):
         super().__init__(base, config, context, role)
         k = config.num_experts
         rope = [config.version == "v2" or config.architecture(i) == "rope" for i in range(k)]
-        self.register_buffer("rope_experts", torch.tensor(rope), persistent=False)
+        device = next(base.parameters()).device
+        self.register_buffer("rope_experts", torch.tensor(rope, device=device), persistent=False)
         self.always_rope = all(rope)
 
     def _project(self, name: str, params: dict, batched: bool, x: torch.Tensor) -> torch.Tensor:

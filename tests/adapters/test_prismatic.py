@@ -271,9 +271,13 @@ def test_save_load_unwrap_round_trip(tmp_path):
         assert torch.equal(logits(model, x), base_logits)
 
 
-def test_router_is_created_on_the_base_modules_device():
-    """A model already on an accelerator gets its routers there too (seen on the H100: cuda vs cpu addmm)."""
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_new_parameters_and_buffers_are_created_on_the_base_modules_device(version):
+    """A model already on an accelerator gets its routers and expert buffers there too (seen on the H100:
+    cuda vs cpu addmm for the router, and v3's RoPE-expert mask)."""
     model = tiny_model("llama", "sdpa").to("meta")
-    hf_attn.wrap(model, PrismaticConfig())
+    hf_attn.wrap(model, PrismaticConfig(version=version))
     routers = [m.router for m in model.modules() if hasattr(m, "router")]
-    assert routers and all(p.device.type == "meta" for r in routers for p in r.parameters())
+    assert routers
+    off = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"]
+    assert not off, off
