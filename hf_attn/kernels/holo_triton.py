@@ -283,7 +283,7 @@ def dft_matrices(d: int, device) -> tuple[torch.Tensor, ...]:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"
+    return "tf32x3" if dtype == torch.float32 else "tf32"
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
