@@ -22,10 +22,29 @@ def triton_available() -> bool:
 
 
 def kernels_enabled(x: torch.Tensor) -> bool:
-    """Whether the attention functions should take the Triton path for tensor `x`.
+    """Whether the attention functions should take the Triton path for tensor `x` `(..., head_dim)`.
 
     `HF_ATTN_TRITON=0` turns the kernels off (PyTorch path everywhere); anything else means automatic.
+    fp32 inputs with head_dim > 64 stay on the PyTorch path: their tf32x3 tiles need more shared memory
+    than a Hopper block has even at 32 tokens per block (see `token_block`).
     """
     if os.environ.get("HF_ATTN_TRITON", "auto") == "0":
         return False
+    if x.dtype == torch.float32 and x.shape[-1] > 64:
+        return False
     return x.is_cuda and triton_available()
+
+
+def token_block(padded_head_dim: int, dtype: torch.dtype) -> int:
+    """Tokens per block (holo) or chunk (performer): 64, or 32 where 64 overflows Hopper's 227 KB of shared
+    memory per block. Compiled for sm_90, head_dim 96/128 (padded to 128) at 64 tokens needs 240-352 KB
+    (holo backward) and fp32 inputs need 290-300 KB in performer's kernels at head_dim 64, because their
+    tf32x3 dots keep high and low operand parts (measured on the H100: docs/kernels.md)."""
+    return 64 if padded_head_dim <= 64 and dtype != torch.float32 else 32
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """`tl.dot` precision for tiles computed in fp32 from inputs of `dtype`: three-pass tf32 (about fp32
+    accuracy on the tensor cores; plain "ieee" fp32 dots did not finish compiling on the H100 within
+    minutes) for fp32 inputs, one tf32 pass for 16-bit inputs (their own rounding is coarser)."""
+    return "tf32x3" if dtype == torch.float32 else "tf32"

@@ -8,7 +8,7 @@ Design (a chunked scan, memory-bound by construction):
 - The real DFT of length D is one `(D x D)` real matrix product on tensor cores. Spectra are *packed*:
   `D/2` real parts and `D/2` imaginary parts, where the always-zero imaginary slot of the DC bin carries
   the (real) Nyquist bin. Column 0 is then two independent real channels, everything else complex.
-- Pass 1 (`_fwd_state`): each block of `BLOCK_T` tokens sums its bound pairs, a `D`-float state.
+- Pass 1 (`_fwd_state`): each block of `BT` tokens (`hf_attn.kernels.token_block`) sums its bound pairs, a `D`-float state.
 - A tiny `torch.cumsum` over blocks gives every block its starting memory (and the final state for decoding).
 - Pass 2 (`_fwd`): each block recomputes its bound pairs, scans them in registers (`tl.cumsum`) on top of
   its starting memory, and retrieves for all query heads of its group (GQA without repeating k/v).
@@ -23,7 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-BLOCK_T = 64
+from . import dot_precision, token_block
+
 SOFT = 0.1  # must equal hf_attn.attention.holo.SOFT (checked by the tests)
 
 
@@ -41,7 +42,7 @@ def _pcmul(ar, ai, br, bi, is0):
 
 @triton.jit
 def _load_rows(ptr, t, stride_t, d, T, D):
-    """`(BLOCK_T, DP)` fp32 tile of rows `t`, zero outside `t < T`, `d < D`."""
+    """`(BT, DP)` fp32 tile of rows `t`, zero outside `t < T`, `d < D`."""
     return tl.load(ptr + t[:, None] * stride_t + d[None, :], mask=(t[:, None] < T) & (d[None, :] < D), other=0.0).to(
         tl.float32
     )
@@ -282,10 +283,6 @@ def dft_matrices(d: int, device) -> tuple[torch.Tensor, ...]:
     return _MATRICES[key]
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "tf32x3" if dtype == torch.float32 else "tf32"
-
-
 def _rows(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -298,8 +295,9 @@ class _HoloCausal(torch.autograd.Function):
         hkv = k.shape[1]
         cm, sm, icr, ici = dft_matrices(d, q.device)
         dp, fp = cm.shape
-        nb = triton.cdiv(t, BLOCK_T)
-        consts = dict(DP=dp, FP=fp, BT=BLOCK_T, UNITARY=unitary, SOFT2=SOFT**2, PREC=_precision(q.dtype))
+        bt = token_block(dp, q.dtype)
+        nb = triton.cdiv(t, bt)
+        consts = dict(DP=dp, FP=fp, BT=bt, UNITARY=unitary, SOFT2=SOFT**2, PREC=dot_precision(q.dtype))
         has_mask = mask is not None
         mask_arg = mask if has_mask else counts  # any float pointer; unread without HAS_MASK
         st = torch.empty(b * hkv, nb, 2, fp, device=q.device, dtype=torch.float32)

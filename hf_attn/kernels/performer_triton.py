@@ -4,7 +4,7 @@ Math (`hf_attn/attention/performer.py` is the reference): features `phi(x) = exp
 with `x' = x * scaling^(1/2)`, `c` the row maximum for queries and the constant `max_i |W_i|^2 / 2` for keys;
 `o_t = phi(q_t) S_t / phi(q_t) z_t` with `S_t = S_0 + sum_{s<=t} phi(k_s) v_s^T` and `z_t` its row sums.
 
-Design (chunked, fla's layout): chunks of `CHUNK` tokens, feature blocks of `BLOCK_M` columns.
+Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_block`), feature blocks of `BLOCK_M` columns.
 - `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; a `torch.cumsum` over chunks
   gives each chunk its starting state (and the final state for decoding).
 - `_fwd`: per (chunk, query head): inter-chunk `phi(q) S`, intra-chunk dense `tril(phi(q) phi(k)^T) v`;
@@ -22,8 +22,8 @@ import triton
 import triton.language as tl
 
 from ..attention.performer import key_stabiliser
+from . import dot_precision, token_block
 
-CHUNK = 64
 BLOCK_M = 64
 TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path uses
 
@@ -245,10 +245,6 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr
     tl.store(dv_ptr + base, dv.to(dv_ptr.dtype.element_ty), mask=io)
 
 
-def _precision(dtype: torch.dtype) -> str:
-    return "tf32x3" if dtype == torch.float32 else "tf32"
-
-
 def _unit_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
@@ -267,9 +263,10 @@ class _PerformerCausal(torch.autograd.Function):
         hkv = k.shape[1]
         m = w.shape[0]
         dp, mp = triton.next_power_of_2(d), triton.cdiv(m, BLOCK_M) * BLOCK_M
-        nc = triton.cdiv(t, CHUNK)
+        chunk = token_block(dp, q.dtype)
+        nc = triton.cdiv(t, chunk)
         kstab = float(key_stabiliser(w))
-        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=CHUNK, PREC=_precision(q.dtype))
+        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype))
         scalars = (scale, kstab, 1.0 / math.sqrt(m))
         has_mask = mask is not None
         mask_arg = mask if has_mask else w

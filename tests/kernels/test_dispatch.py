@@ -17,6 +17,16 @@ def test_cpu_tensors_take_the_pytorch_fallback(monkeypatch):
     assert not kernels.kernels_enabled(torch.zeros(1, device="meta"))
 
 
+def test_shapes_that_overflow_shared_memory_take_smaller_blocks_or_the_fallback(monkeypatch):
+    """Rules from the H100 (sm_90, 227 KB shared memory per block): docs/kernels.md."""
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    assert kernels.kernels_enabled(torch.zeros(2, 64, dtype=torch.float32))
+    assert not kernels.kernels_enabled(torch.zeros(2, 96, dtype=torch.float32))
+    assert kernels.kernels_enabled(torch.zeros(2, 128, dtype=torch.bfloat16))
+    assert kernels.token_block(64, torch.bfloat16) == 64
+    assert kernels.token_block(128, torch.bfloat16) == kernels.token_block(64, torch.float32) == 32
+
+
 @pytest.mark.parametrize("variant", ["holo", "performer"])
 def test_enabled_kernels_are_called_and_agree(variant, monkeypatch):
     """With the switch forced on, the attention function runs the kernel (interpreted on CPU) and agrees."""
