@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from .utils import HfAttnError
 
 CONTRACTIONS = ("auto", "cores", "dense")
-DENSE_MIN_ROWS = 512  # "auto" on CUDA: rows from which rebuilding W beats the core chain (recipes/bench_tt.py)
+DENSE_MIN_ROWS = 512  # "auto" on CUDA rebuilds W from this many rows on (a conservative cut-off; docs/tt.md)
 
 __all__ = [
     "CONTRACTIONS",
