@@ -29,10 +29,10 @@ def test_rule_accuracy_and_missing_baseline():
     assert verdict([], [Point(129, 1.0, 1.0)]).label == "n/a"
 
 
-def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None):
+def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None, recipe_name=None):
     path = root / name
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text(yaml.safe_dump({"name": name, "task": "char", "data": {"seq_len": seq_len},
+    (path / "config.yaml").write_text(yaml.safe_dump({"name": recipe_name or name, "task": "char", "data": {"seq_len": seq_len},
                                                       "model": {"attention": attention, "wrapper": wrapper}}))
     m = MetricsCsv(path / "metrics.csv")
     for step in (10, 20, 30):
@@ -63,3 +63,12 @@ def test_report_renders_from_fixture_runs(tmp_path):
     for fig in ("loss_0_char.png", "scaling_0_char.png", "rank_0_char.png", "pruning_"):
         assert fig in text
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
+
+
+def test_runs_are_named_by_their_folder_not_their_recipe(tmp_path):
+    """Two runs of one recipe with different overrides (`--set model.attention=...`) stay apart in the table."""
+    runs = tmp_path / "runs"
+    fixture_run(runs, "rec_sdpa", "sdpa", 512, 2.0, 1000, 5000, recipe_name="recovery")
+    fixture_run(runs, "rec_gauge", "gauge", 512, 2.1, 1000, 5000, recipe_name="recovery")
+    text = build_report([runs], tmp_path / "out", command="hf-attn report runs").read_text()
+    assert "| rec_sdpa | char | sdpa |" in text and "| rec_gauge | char | gauge |" in text

@@ -103,7 +103,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.config.get("name") or self.path.name
+        """The run folder's name: unique per run, where one recipe's `name` serves runs with other overrides."""
+        return self.path.name
 
     def last(self, column: str) -> float | None:
         vals = [r[column] for r in self.metrics if r.get(column) is not None]
