@@ -210,8 +210,14 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
     lines = ["# hf-attn training report", ""]
     if command:
         lines += ["Made with:", "", "```", command, "```", ""]
-    lines += ["## GO/NO-GO", "", f"Rule: {RULE}", "", "| task | data | start | variant | verdict | why |", "|---|---|---|---|---|---|"]
-    for v in verdicts(summaries):
+    lines += ["## GO/NO-GO", "", f"Rule: {RULE}", ""]
+    rows = verdicts(summaries)
+    if rows:
+        lines += ["| task | data | start | variant | verdict | why |", "|---|---|---|---|---|---|"]
+    else:
+        lines.append("No verdict: it needs finished runs (final.json) of a variant and of its sdpa baseline on the same "
+                     "task and data; unfinished runs are listed below with their last evaluation only.")
+    for v in rows:
         start = "pretrained" if v["pretrained"] else "scratch"
         lines.append(f"| {v['task']} | {v['data']} | {start} | {v['variant']} | **{v['verdict'].label}** | {v['verdict'].reason} |")
     lines += ["", "## Runs", "",

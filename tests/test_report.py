@@ -72,3 +72,6 @@ def test_runs_are_named_by_their_folder_not_their_recipe(tmp_path):
     fixture_run(runs, "rec_gauge", "gauge", 512, 2.1, 1000, 5000, recipe_name="recovery")
     text = build_report([runs], tmp_path / "out", command="hf-attn report runs").read_text()
     assert "| rec_sdpa | char | sdpa |" in text and "| rec_gauge | char | gauge |" in text
+    (runs / "rec_gauge" / "final.json").unlink()  # an unfinished variant: no verdict, and the report says why
+    text = build_report([runs], tmp_path / "out2", command="hf-attn report runs").read_text()
+    assert "No verdict: it needs finished runs" in text and "(unfinished)" in text
