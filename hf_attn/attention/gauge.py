@@ -126,27 +126,34 @@ def pad_width(needed: int, dv: int, config) -> int:
     return want
 
 
-def free_vectors(query, key, value, inv_var: torch.Tensor, split: bool, width: int):
-    """Augmented `(q~, k~, v~)` of the parameter-free form in the input dtype, with few kernels.
+def free_vectors(query, key, value, inv_var: torch.Tensor | None, split: bool, width: int):
+    """Augmented `(q~, k~, v~)` of the parameter-free form in the input dtype, in few kernels and without
+    full-size fp32 copies (at long T this prologue, not SDPA, was what set gauge apart from sdpa at width 72).
 
-    Same algebra as `augmented` for identity frames and constant variances `t`: `q~ = [q, 1(, 1)]`,
-    `k~ = [k / t, c(_hi, c_lo)]`, `c_j = -|k_j|^2_t / 2` shifted by `c_0`; all three zero-padded to `width`.
+    Same algebra as `augmented` for identity frames and constant variances `t` (`inv_var` = 1/t per dim, None
+    when every t is 1): `q~ = [q, 1(, 1), 0...]`, `k~ = [k / t, c(_hi, c_lo), 0...]` with `c_j = -|k_j|^2_t / 2`
+    shifted by `c_0`, `v~ = [v, 0...]`, all `width` wide.
     """
-    d, dv = query.shape[-1], value.shape[-1]
+    d, dv, dtype = query.shape[-1], value.shape[-1], query.dtype
     extra = 2 if split else 1
-    kf = key.float()
-    ks = kf * inv_var
-    c = -0.5 * (kf * ks).sum(-1, keepdim=True)
+    lead_q, lead_k = query.shape[:-1], key.shape[:-1]
+    if inv_var is None:
+        ks = key
+        acc = torch.promote_types(key.dtype, torch.float32)  # fp32 sums for 16-bit keys, fp64 stays fp64
+        c = -0.5 * torch.linalg.vector_norm(key, dim=-1, keepdim=True, dtype=acc).square()
+    else:
+        kf = key.float()
+        ks = (kf * inv_var).to(dtype)
+        c = -0.5 * (kf.square() * inv_var).sum(-1, keepdim=True)
     c = c - c[..., :1, :]
-    qa = F.pad(query, (0, width - d))
-    qa[..., d : d + extra] = 1
-    ka = F.pad(ks, (0, width - d))
     if split:
         hi = c.to(torch.bfloat16).float()
-        ka[..., d : d + 1], ka[..., d + 1 : d + 2] = hi, c - hi
+        consts = [hi.to(dtype), (c - hi).to(dtype)]
     else:
-        ka[..., d : d + 1] = c
-    return qa, ka.to(query.dtype), F.pad(value, (0, width - dv))
+        consts = [c.to(dtype)]
+    qa = torch.cat([query, query.new_ones(()).expand(*lead_q, extra), query.new_zeros(()).expand(*lead_q, width - d - extra)], -1)
+    ka = torch.cat([ks, *consts, key.new_zeros(()).expand(*lead_k, width - d - extra)], -1)
+    return qa, ka, F.pad(value, (0, width - dv))
 
 
 _compiled_free_vectors = None
@@ -216,8 +223,8 @@ def gauge_attention_forward(
     weights, qb, kb = None, None, None
     free = isinstance(source, ParameterFree) and not kwargs.get("output_attentions")
     if free:
-        inv_var = 1.0 / torch.tensor([settings.variance[i] for i in settings.layout.block_of_dim()],
-                                     device=query.device)
+        inv_var = None if all(v == 1.0 for v in settings.variance) else 1.0 / torch.tensor(
+            [settings.variance[i] for i in settings.layout.block_of_dim()], device=query.device)
         split = query.dtype in (torch.bfloat16, torch.float16)
         config = getattr(module, "config", None)
         width = pad_width(query.shape[-1] + 1 + split, value.shape[-1], config)
