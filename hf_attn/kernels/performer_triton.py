@@ -1,7 +1,8 @@
 """Causal Performer (FAVOR+) attention as Triton kernels: forward, backward, and a carried recurrent state.
 
 Math (`hf_attn/attention/performer.py` is the reference): features `phi(x) = exp(x' W^T - |x'|^2/2 - c)/sqrt(m)`
-with `x' = x * scaling^(1/2)`, `c` the row maximum for queries and the constant `max_i |W_i|^2 / 2` for keys;
+with `x' = x * scaling^(1/2)`, `c` the row maximum of `x' W^T - |x'|^2/2` for queries (it cancels in the ratio)
+and the constant `max_i |W_i|^2 / 4` for keys (`key_stabiliser`);
 `o_t = phi(q_t) S_t / phi(q_t) z_t` with `S_t = S_0 + sum_{s<=t} phi(k_s) v_s^T` and `z_t` its row sums.
 
 Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_block`), feature blocks of `BLOCK_M` columns.
@@ -102,7 +103,7 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
     for mb in range(MP // BM):
         w, j = _load_w(w_ptr, mb, d, M, D, BM)
         proj = tl.dot(q, tl.trans(w), input_precision=PREC)
-        qmax = tl.maximum(qmax, tl.max(tl.where((j < M)[None, :], proj, float("-inf")), 1))
+        qmax = tl.maximum(qmax, tl.max(tl.where((j < M)[None, :], proj - q_sq[:, None], float("-inf")), 1))
     num = tl.zeros((C, DP), tl.float32)
     den = tl.zeros((C,), tl.float32)
     a = tl.zeros((C, C), tl.float32)

@@ -37,3 +37,17 @@ def test_performer_state_carries_across_calls():
     second, (s2, z2) = kt.performer_causal(q[:, :, 30:], k[:, :, 30:], v[:, :, 30:], w, 32**-0.25, init=state)
     torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close((s2, z2), (s, z), rtol=1e-4, atol=1e-6)
+
+
+def test_large_norm_queries_keep_finite_gradients():
+    """SmolLM2's queries have |q|^2/2 ~ 60 after scaling: a stabiliser without the norm term gave denominators
+    of 1e-43 and inf/NaN gradients (seen in a GPU recovery fine-tune). Kernel and PyTorch path vs float64."""
+    q, k, v, _ = inputs(1, 4, 2, 70, 64, torch.float32, False)
+    with torch.no_grad():
+        q.mul_(4.0)  # |q| ~ 32 before the head_dim^-1/4 scaling, as in SmolLM2's layers
+    mod = module(performer_num_features=64)
+    w = random_features(64, 64, 1009, q.device)
+    ref = lambda q, k, v: performer_attention_forward(mod, q.double(), k.double(), v.double(), None)[0]  # noqa: E731
+    for fast in (lambda q, k, v: kt.performer_causal(q, k, v, w, 64**-0.25, None)[0],
+                 lambda q, k, v: performer_attention_forward(mod, q, k, v, None)[0]):
+        assert_agrees(fast, ref, q, k, v, torch.float32)
