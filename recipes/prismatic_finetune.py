@@ -8,6 +8,10 @@ and balance per step (`<out>/routing.png`), and says whether the router collapse
     python recipes/prismatic_finetune.py --model-path DIR --device cuda --dtype bfloat16 \\
         --steps 500 --seq-len 1024 --batch 8 --out runs/prismatic_v2_gpu                               # GPU
 
+`summary.json` also reports the mask drift (v2): the share of the elements selected for perturbation at step 0
+that are no longer selected at the end, mean and max over the wrapped weights. It is what tells whether
+`mask_refresh_steps > 1` (reuse the selection between re-rankings) changes anything at a given learning rate.
+
 Data: Wikipedia vital-article summaries (hf_attn.assets, train split), consecutive token windows;
 held-out loss on the test split before (base), at step 0 (wrapped) and after the run.
 A YAML file given with --config sets any of the flags (keys = flag names with underscores).
@@ -97,6 +101,23 @@ def plot(rows: list[dict], k: int, out: Path) -> None:
     plt.close(fig)
 
 
+@torch.no_grad()
+def selections(model, config: PrismaticConfig) -> dict[str, torch.Tensor]:
+    """The perturbation selection (sign masks of expert 1's band) of every weight Prismatic perturbs."""
+    from hf_attn.adapters.prismatic.layer import PrismaticBase
+    from hf_attn.adapters.prismatic.perturb import sign_mask
+
+    return {f"{name}.{pname}": sign_mask(p, config, pname, 1)
+            for name, m in model.named_modules() if isinstance(m, PrismaticBase)
+            for pname, p in m.base_layer.named_parameters() if p.dim() > 1}
+
+
+def mask_drift(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, float]:
+    shares = [((before[n] != after[n]) & (before[n] != 0)).sum().item() / max(1, (before[n] != 0).sum().item())
+              for n in before]
+    return {"mean": sum(shares) / len(shares), "max": max(shares), "tensors": len(shares)} if shares else {}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -113,6 +134,7 @@ def main(argv=None) -> dict:
                              mask_refresh_steps=args.mask_refresh_steps)
     hf_attn.wrap(model, config)
     start_loss = eval_loss(model, test, args.device)
+    selected_at_start = selections(model, config) if scale else {}
     router = [p for n, p in model.named_parameters() if ".router." in n]
     rest = [p for n, p in model.named_parameters() if ".router." not in n and p.requires_grad]
     opt = torch.optim.AdamW([{"params": rest, "lr": args.lr}, {"params": router, "lr": args.router_lr}],
@@ -133,6 +155,7 @@ def main(argv=None) -> dict:
         rows.append({"step": step, "loss": loss.item(), "tokens_per_s": batch.numel() / seconds, **metrics})
 
     final_loss = eval_loss(model, test, args.device)
+    drift = mask_drift(selected_at_start, selections(model, config)) if selected_at_start else {}
     with atomic_path(out / "metrics.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -147,9 +170,10 @@ def main(argv=None) -> dict:
         "final_routing": {k: v for k, v in last.items() if k.startswith("routing/")},
         "collapsed": last["routing/collapsed_modules"] > 0,
         "max_concentration_seen": max(r["routing/concentration"] for r in rows),
+        "mask_drift": drift,
     }
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
-    print(json.dumps({k: summary[k] for k in ("heldout_loss", "final_routing", "collapsed")}, indent=2))
+    print(json.dumps({k: summary[k] for k in ("heldout_loss", "final_routing", "collapsed", "mask_drift")}, indent=2))
     return summary
 
 

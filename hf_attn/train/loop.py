@@ -143,7 +143,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
             step_loss += loss.detach() / cfg.optim.grad_accum
         scheduler.step()
         done = step + 1
-        window_loss += accelerator.reduce(step_loss, reduction="mean").item()
+        loss_value = accelerator.reduce(step_loss, reduction="mean").item()
+        if not math.isfinite(loss_value):
+            if accelerator.is_main_process:
+                metrics.flush()
+            raise HfAttnError(
+                f"{cfg.name}: the training loss is {loss_value} at step {step + 1}; stopping instead of training on "
+                f"NaN weights (the run folder keeps the metrics and checkpoints so far). Try train.mixed_precision: "
+                f"'no', a lower optim.lr, or optim.max_grad_norm; if it is an attention variant's numerics, please "
+                f"report it with this config."
+            )
+        window_loss += loss_value
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize(accelerator.device)
         window_time += time.perf_counter() - t0

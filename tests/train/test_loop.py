@@ -85,6 +85,15 @@ def test_nothing_trainable_is_an_error(tmp_path, tiny_pretrained):
         train(cfg)
 
 
+def test_non_finite_loss_stops_the_run_with_a_clear_error(tmp_path, monkeypatch):
+    """A NaN loss (seen: performer on SmolLM2 before its stabiliser fix) must not train on for hundreds of steps."""
+    real = torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **kw: real(*a, **kw) * float("nan"))
+    cfg = tiny_cfg(tmp_path, task="copy")
+    with pytest.raises(HfAttnError, match="training loss is nan at step 1; stopping"):
+        train(cfg)
+
+
 def test_resume_reproduces_uninterrupted_losses_exactly(tmp_path):
     common = dict(task="copy", model={"attention": "performer"}, train={"steps": 4, "save_every": 2})
     full = tiny_cfg(tmp_path / "a", **common)
