@@ -42,7 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-path", help="SmolLM2 folder (default: the cached offline copy)")
     p.add_argument("--num-experts", type=int, default=3)
     p.add_argument("--perturbation-scale", type=float, default=None, help="default: 0.8 (v2), 0.0 (v3, the note)")
-    p.add_argument("--mask-refresh-steps", type=int, default=1, help="see PrismaticConfig.mask_refresh_steps")
+    p.add_argument("--mask-refresh-steps", type=int, default=PrismaticConfig.mask_refresh_steps,
+                   help="see PrismaticConfig.mask_refresh_steps")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch", type=int, default=2)

@@ -119,6 +119,17 @@ def test_view_cache_reuses_until_weights_change():
     assert cache.get("w", w) is not first
 
 
+def test_default_reuses_the_selection_but_views_follow_the_current_weights():
+    cfg = PrismaticConfig()
+    assert cfg.mask_refresh_steps == 100
+    w = torch.randn(10, 10)
+    cache = ViewCache(cfg)
+    coef = cache.get("w", w)
+    w.mul_(2.0)  # an optimiser step: the selection is kept, the perturbation values scale with W
+    assert cache.get("w", w) is coef
+    torch.testing.assert_close(view(w, coef, 1, cfg), w + coef[0] * w)
+
+
 # ---------------------------------------------------------------- wrapped models
 @pytest.mark.parametrize("arch", ARCHS)
 def test_v2_expert0_is_base_and_harness(arch):
