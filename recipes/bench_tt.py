@@ -9,8 +9,9 @@ Every configuration gets a fresh copy of the model. The TT models are wrapped wi
 projection weights are freed) and, like the dense baseline, train every parameter unless --freeze-base, so
 the only difference between rows is dense projections vs TT cores. Each rank runs once per `--contractions`
 mode (hf_attn.tt: 'cores' = the core chain, 'dense' = rebuild W then one GEMM, 'auto' = the default choice).
-A projection-level table times one hidden x hidden layer, fwd+bwd, for 'cores' and 'dense' across row counts:
-the crossover is what `hf_attn.tt.DENSE_MIN_ROWS` encodes. Token ids are random: step time and memory do not
+A projection-level table times one hidden x hidden layer, fwd+bwd, for 'cores' and 'dense' across row counts,
+the evidence for where `hf_attn.tt.DENSE_MIN_ROWS` should sit (on the H100 it showed launch overhead at every
+row count, so the value is a conservative cut-off: docs/tt.md). Token ids are random: step time and memory do not
 depend on the text.
 """
 from __future__ import annotations

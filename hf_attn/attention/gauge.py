@@ -151,8 +151,9 @@ def free_vectors(query, key, value, inv_var: torch.Tensor | None, split: bool, w
         consts = [hi.to(dtype), (c - hi).to(dtype)]
     else:
         consts = [c.to(dtype)]
-    qa = torch.cat([query, query.new_ones(()).expand(*lead_q, extra), query.new_zeros(()).expand(*lead_q, width - d - extra)], -1)
-    ka = torch.cat([ks, *consts, key.new_zeros(()).expand(*lead_k, width - d - extra)], -1)
+    ones, pad = query.new_ones(()).expand(*lead_q, extra), width - d - extra
+    qa = torch.cat([query, ones, query.new_zeros(()).expand(*lead_q, pad)], -1)
+    ka = torch.cat([ks, *consts, key.new_zeros(()).expand(*lead_k, pad)], -1)
     return qa, ka, F.pad(value, (0, width - dv))
 
 

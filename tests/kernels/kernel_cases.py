@@ -8,7 +8,7 @@ import torch
 
 triton = pytest.importorskip("triton")
 
-from hf_attn.kernels import HEAD_DIMS  # noqa: E402,F401  (re-exported for the kernel tests)
+from hf_attn import kernels  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 INTERPRETED = DEVICE == "cpu"
@@ -18,8 +18,6 @@ if INTERPRETED and not triton.knobs.runtime.interpret:
 
 def kernels_take(head_dim: int, dtype: torch.dtype) -> bool:
     """Whether the dispatcher sends these inputs to the kernels on CUDA (else the PyTorch path serves them)."""
-    from hf_attn import kernels
-
     return INTERPRETED or kernels.kernels_enabled(torch.empty(0, head_dim, dtype=dtype, device=DEVICE))
 
 

@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from kernel_cases import HEAD_DIMS, INTERPRETED, assert_agrees, inputs, kernels_take, module
+from kernel_cases import INTERPRETED, assert_agrees, inputs, kernels_take, module
 
 from hf_attn.attention import holo as holo_torch
 from hf_attn.attention.holo import holo_attention_forward
-from hf_attn.kernels import holo_triton as kt
+from hf_attn.kernels import HEAD_DIMS, holo_triton as kt
 
 CASES = [  # b, hq, hkv, t, d, dtype, pad
     (2, 4, 2, 70, 64, torch.float32, True),  # GQA, > one block, left padding

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from kernel_cases import HEAD_DIMS, INTERPRETED, assert_agrees, inputs, kernels_take, module
+from kernel_cases import INTERPRETED, assert_agrees, inputs, kernels_take, module
 
 from hf_attn.attention.performer import performer_attention_forward, random_features
-from hf_attn.kernels import performer_triton as kt
+from hf_attn.kernels import HEAD_DIMS, performer_triton as kt
 
 CASES = [  # b, hq, hkv, t, d, m, dtype, pad
     (2, 4, 2, 70, 64, 96, torch.float32, True),  # GQA, two chunks, a partial feature block, left padding
