@@ -4,8 +4,11 @@ bf16, batch 1, 16 heads, head_dim 64, causal; forward and forward+backward time 
 timings) and peak memory above the inputs, all in one process so the ratios are fair.
 
     python recipes/bench_kernels.py --out results/kernels            # H100: ~3 min
+    python recipes/bench_kernels.py --graphs --out results/kernels   # + CUDA-graph replay timings
     python recipes/bench_kernels.py --smoke --out /tmp/kernels       # CPU, tiny sizes, PyTorch paths only
-Writes `kernels.json`, `kernels.md` (table) and `kernels.png` under --out.
+Writes `kernels.json`, `kernels.md` (table) and `kernels.png` under --out. Event timings include the host's
+launch cost (what a plain eager call costs); `--graphs` adds replays of captured CUDA graphs, the device's own
+time, which is what separates a kernel's speed from launch overhead at short T.
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def fla_linear():
 
 
 def methods(device: str) -> dict:
-    out = {"holo": variant("holo", True), "performer": variant("performer", True),
+    out = {"holo": variant("holo", True), "performer": variant("performer", True), "gauge": variant("gauge", True),
            "holo_torch": variant("holo", False), "performer_torch": variant("performer", False)}
     if device == "cuda":
         from torch.nn.attention import SDPBackend
@@ -70,7 +73,7 @@ def methods(device: str) -> dict:
             out["fla_chunk_linear_attn"] = fla
     else:
         out["sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        del out["holo"], out["performer"]  # on CPU the attention functions take the PyTorch path anyway
+        del out["holo"], out["performer"], out["gauge"]  # on CPU: PyTorch paths, timed as *_torch
     return out
 
 
@@ -96,7 +99,33 @@ def timed(fn, device: str, budget_s: float = 1.0, max_reps: int = 20) -> float:
     return statistics.median(times)
 
 
-def measure(name: str, fn, t: int, heads: int, dim: int, device: str, dtype) -> dict:
+def graph_timed(fn, reps: int = 20) -> float:
+    """Median milliseconds of replaying a CUDA graph of `fn`: the device's own time, without the host's
+    per-launch cost (the device machine's CPU needs ~0.1 ms per op, which event timings of short calls include)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    for _ in range(3):
+        graph.replay()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    del graph
+    return statistics.median(times)
+
+
+def measure(name: str, fn, t: int, heads: int, dim: int, device: str, dtype, graphs: bool = False) -> dict:
     q, k, v = (torch.randn(1, heads, t, dim, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
     grad = torch.randn(1, heads, t, dim, device=device, dtype=dtype)
     row = {"name": name, "T": t}
@@ -124,27 +153,40 @@ def measure(name: str, fn, t: int, heads: int, dim: int, device: str, dtype) -> 
         row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
     finally:
         q.grad = k.grad = v.grad = None
+    if graphs and "error" not in row:
+        try:
+            with torch.no_grad():
+                row["fwd_graph_ms"] = graph_timed(lambda: fn(q, k, v))
+            q.grad = k.grad = v.grad = None
+            row["fwdbwd_graph_ms"] = graph_timed(fwd_bwd)
+        except Exception as e:  # a path that cannot be captured (a host sync) is a result too
+            row["graph_error"] = f"{type(e).__name__}: {str(e)[:160]}"
+        q.grad = k.grad = v.grad = None
+        torch.cuda.empty_cache()
     print(row, flush=True)
     return row
 
 
-def table(rows: list[dict], lengths: list[int]) -> str:
-    names = list(dict.fromkeys(r["name"] for r in rows))
+def table(rows: list[dict], lengths: list[int], timing: str = "") -> str:
+    """Markdown table of `fwd{timing}_ms` / `fwdbwd{timing}_ms` (timing "" = events, "_graph" = graph replays)."""
+    fwd, both = f"fwd{timing}_ms", f"fwdbwd{timing}_ms"
+    names = [n for n in dict.fromkeys(r["name"] for r in rows)
+             if not timing or any(both in r for r in rows if r["name"] == n)]
     by = {(r["name"], r["T"]): r for r in rows}
-    best = {t: min((by[(n, t)].get("fwdbwd_ms", float("inf")) for n in names if n.startswith("sdpa")), default=None)
-            for t in lengths}
+    best = {t: min((by.get((n, t), {}).get(both, float("inf")) for n in names if n.startswith("sdpa")),
+                   default=None) for t in lengths}
     lines = ["| method | " + " | ".join(f"T={t} fwd / fwd+bwd ms (x sdpa best), peak MiB" for t in lengths) + " |",
              "|---" * (len(lengths) + 1) + "|"]
     for n in names:
         cells = []
         for t in lengths:
             r = by.get((n, t), {})
-            if "fwdbwd_ms" not in r:
-                cells.append(r.get("error", "-")[:40])
+            if both not in r:
+                cells.append(r.get("error", r.get("graph_error", "-"))[:40])
                 continue
-            ratio = f" (x{best[t] / r['fwdbwd_ms']:.2f})" if best[t] not in (None, float("inf")) else ""
+            ratio = f" (x{best[t] / r[both]:.2f})" if best[t] not in (None, float("inf")) else ""
             peak = f", {r['fwdbwd_peak_MiB']:.0f}" if "fwdbwd_peak_MiB" in r else ""
-            cells.append(f"{r['fwd_ms']:.3f} / {r['fwdbwd_ms']:.3f}{ratio}{peak}")
+            cells.append(f"{r[fwd]:.3f} / {r[both]:.3f}{ratio}{peak}")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -177,6 +219,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (checks the script, not the speed)")
     p.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384, 65536])
+    p.add_argument("--graphs", action="store_true", help="also time CUDA-graph replays (the device's own time)")
     args = p.parse_args(argv)
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     lengths, heads, dim = ([128, 256], 2, 64) if args.smoke else (args.lengths, 16, 64)
@@ -187,12 +230,14 @@ def main(argv=None) -> None:
         for name, fn in methods(device).items():
             if name.endswith("_torch") and t > 16384:
                 continue  # the PyTorch reference paths are shown up to 16k (their 64k run takes minutes)
-            rows.append(measure(name, fn, t, heads, dim, device, dtype))
+            rows.append(measure(name, fn, t, heads, dim, device, dtype, args.graphs and device == "cuda"))
     out = Path(args.out)
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
            "dtype": str(dtype), "heads": heads, "head_dim": dim}
     write_text_atomic(out / "kernels.json", json.dumps({"env": env, "rows": rows}, indent=1))
     md = table(rows, lengths)
+    if any("fwdbwd_graph_ms" in r for r in rows):
+        md += "\n\nCUDA-graph replays (no host launch cost):\n\n" + table(rows, lengths, "_graph")
     write_text_atomic(out / "kernels.md", md + "\n")
     plot(rows, out / "kernels.png")
     print(md)

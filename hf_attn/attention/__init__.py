@@ -29,16 +29,13 @@ register_variant(
     "gauge",
     gauge_attention_forward,
     summary="softmax of -KL between Gaussian beliefs (query/key means, per-irrep-block variances), SO(3) frames",
-    complexity="O(T²·D) time on flash kernels (FlexAttention at head_dim with a key bias on CUDA, SDPA over "
-    "head_dim+1..2 augmented dims otherwise), memory O(T) without masks "
+    complexity="O(T²·D) time on SDPA/flash kernels over head_dim+1..2 augmented dims, memory O(T) without masks "
     "(per-dimension variances or output_attentions: explicit O(T²·D))",
     mask=sdpa_mask,
     config_keys={
         "gauge_kappa": "temperature kappa > 0 (default None = 1/scaling, i.e. sqrt(head_dim))",
         "gauge_irrep_spec": f"irrep blocks 'MULTxL+...' (default None = '{DEFAULT_IRREP_SPEC}' fitted to head_dim)",
         "gauge_variance": "one variance for all blocks, or one per block (default 1.0)",
-        "gauge_backend": "'auto' (default: FlexAttention on CUDA for causal self-attention without padding, "
-        "else SDPA), 'sdpa', or 'flex'",
         "gauge_compile": "torch.compile the augmented-vector prologue into fused kernels (default False)",
         "gauge_pad_width": "zero-pad the augmented vectors to this width, a multiple of 8 (default None = the "
         "smallest multiple of 8)",

@@ -12,8 +12,6 @@ Paths:
   (`hf_attn.gauge.beliefs.augmented`, head_dim + 1..2 dims, + n_blocks with per-token variances, padded
   to a multiple of 8). Those go through `torch.nn.functional.scaled_dot_product_attention`, so
   flash/cuDNN/efficient kernels serve it; causal without padding needs no mask (memory linear in T).
-- flex (parameter-free form, CUDA, causal self-attention without padding: `hf_attn.attention.gauge_flex`):
-  q and k/t at head_dim width with the key constant as an fp32 score bias in FlexAttention.
 - explicit: the KL on the full `Tq x Tk` grid (`kl_explicit`); used for per-dimension variances
   (`GaugeConfig(variance_mode="diagonal")`) and when `output_attentions=True` asks for the weights.
 T5's `position_bias` (and any float 4D mask) is added to the scores on both paths.
@@ -29,7 +27,6 @@ from ..gauge import Beliefs, augmented, kl_explicit, settings_from_config
 from ..gauge.settings import GaugeSettings
 from ..utils import HfAttnError
 from .common import AttentionCall, check_dropout, expand_kv, masked_softmax_weights, parse_call, visible
-from .gauge_flex import flex_forward, use_flex
 
 EXPLICIT_CHUNK = 1 << 24  # elements of the (rows, Tk, D) KL intermediate per query chunk
 
@@ -229,14 +226,11 @@ def gauge_attention_forward(
     if free:
         inv_var = None if all(v == 1.0 for v in settings.variance) else 1.0 / torch.tensor(
             [settings.variance[i] for i in settings.layout.block_of_dim()], device=query.device)
+        split = query.dtype in (torch.bfloat16, torch.float16)
         config = getattr(module, "config", None)
-        if use_flex(config, call, query, key, mask4, p):
-            out = flex_forward(query, key, value, inv_var, settings.kappa, call.groups)
-        else:
-            split = query.dtype in (torch.bfloat16, torch.float16)
-            width = pad_width(query.shape[-1] + 1 + split, value.shape[-1], config)
-            qa, ka, v = _free_builder(config)(query, key, value, inv_var, split, width)
-            out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
+        width = pad_width(query.shape[-1] + 1 + split, value.shape[-1], config)
+        qa, ka, v = _free_builder(config)(query, key, value, inv_var, split, width)
+        out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
     else:
         qb, kb = source.beliefs(query, key)
         if kwargs.get("output_attentions") or not (qb.per_block and kb.per_block):
