@@ -6,6 +6,8 @@
 # Usage (repo root):  OUT=/tmp/ev SMOLLM2=/path/to/smollm2-folder bash recipes/evidence_gpu.sh
 #   SMOLLM2: a from_pretrained folder (default 'smollm2' = hf_attn.assets.smollm2_path(), needs gguf on first use)
 #   SMOKE=1: tiny sizes and 2 steps, to check the script on a CPU in a few minutes.
+#   STAGES="m13 m2 m4 m5": the milestones to run (default all); M5 prunes the char-LM runs of M1-M3, or the
+#   T=1024 sweep runs of M4 when M1-M3 did not run here. The report covers whatever ran.
 set -uo pipefail
 OUT=${OUT:-results/evidence}
 SMOLLM2=${SMOLLM2:-smollm2}
@@ -14,14 +16,18 @@ python -c "import hf_attn.adapters" 2>/dev/null || pip install -q --no-deps --no
 exec > >(tee -a "$OUT/evidence.log") 2>&1
 echo "# $(date -u) $(git rev-parse --short HEAD 2>/dev/null) $(python -c 'import torch;print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
 
+STAGES=" ${STAGES:-m13 m2 m4 m5} "
+stage() { [[ $STAGES == *" $1 "* ]]; }
 SET=()
 SWEEP_SET="train.steps: 100"
 SEQS="[512, 1024, 2048]"
+PRUNE_SEQ=1024
 if [[ "${SMOKE:-0}" == 1 ]]; then
   SET=(--set train.steps=2 --set data.batch_size=2 --set data.eval_batches=1 --set model.num_layers=1 --set model.hidden_size=64
        --set train.eval_every=1 --set train.diag_every=2 --set train.diag_tokens=16 --set data.max_chars=200000)
   SWEEP_SET="train.steps: 2, data.batch_size: 2, data.eval_batches: 1, model.num_layers: 1, model.hidden_size: 64, data.max_chars: 200000"
   SEQS="[64, 128]"
+  PRUNE_SEQ=128
 fi
 
 registered() {  # attention variant or wrapper name known to this installation?
@@ -43,39 +49,44 @@ ATTN=(); for a in sdpa holo performer gauge; do registered $a && ATTN+=($a) || e
 HAVE_TT=0; registered tt && HAVE_TT=1 || echo "skip  tt: wrapper not registered here"
 
 # M1-M3: copy task and char-LM (Wikipedia summaries, 4.4 M train / 0.49 M test characters) per variant.
-for a in "${ATTN[@]}"; do train copy_$a copy_$a; train charlm_$a charlm_$a; done
-if [[ $HAVE_TT == 1 ]]; then train copy_tt copy_tt; train charlm_tt charlm_tt; fi
+if stage m13; then
+  for a in "${ATTN[@]}"; do train copy_$a copy_$a; train charlm_$a charlm_$a; done
+  if [[ $HAVE_TT == 1 ]]; then train copy_tt copy_tt; train charlm_tt charlm_tt; fi
+fi
 
 # M2 recovery: SmolLM2-135M, attention swapped to holo, attention projections retrained; sdpa baseline.
-for a in holo sdpa; do
+stage m2 && for a in holo sdpa; do
   registered $a && train recovery_smollm2_$a recovery_smollm2_$a --set model.model_path="$SMOLLM2"
 done
 
 # M4 sweeps (100 steps per point): seq_len x attention, and seq_len x TT rank.
-attn_list=$(IFS=,; echo "${ATTN[*]}")
-cat > "$OUT/sweeps/seq_attention.yaml" <<YAML
+if stage m4; then
+  attn_list=$(IFS=,; echo "${ATTN[*]}")
+  cat > "$OUT/sweeps/seq_attention.yaml" <<YAML
 base: $PWD/recipes/charlm_sdpa.yaml
 out_dir: $OUT/sweeps/seq_attention
 grid: {data.seq_len: $SEQS, model.attention: [$attn_list]}
 set: {$SWEEP_SET}
 YAML
-t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_attention.yaml" > "$OUT/sweeps/seq_attention.log" 2>&1
-echo "sweep seq x attention: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_attention/sweep.csv"
-if [[ $HAVE_TT == 1 ]]; then
-  cat > "$OUT/sweeps/seq_rank_tt.yaml" <<YAML
+  t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_attention.yaml" > "$OUT/sweeps/seq_attention.log" 2>&1
+  echo "sweep seq x attention: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_attention/sweep.csv"
+  if [[ $HAVE_TT == 1 ]]; then
+    cat > "$OUT/sweeps/seq_rank_tt.yaml" <<YAML
 base: $PWD/recipes/charlm_tt.yaml
 out_dir: $OUT/sweeps/seq_rank_tt
 grid: {data.seq_len: $SEQS, model.wrapper.rank: [8, 16, 32]}
 set: {$SWEEP_SET}
 YAML
-  t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_rank_tt.yaml" > "$OUT/sweeps/seq_rank_tt.log" 2>&1
-  echo "sweep seq x rank: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_rank_tt/sweep.csv"
+    t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_rank_tt.yaml" > "$OUT/sweeps/seq_rank_tt.log" 2>&1
+    echo "sweep seq x rank: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_rank_tt/sweep.csv"
+  fi
 fi
 
 # M5 entropy-ranked head pruning on the char-LMs.
-for r in charlm_sdpa charlm_holo; do
-  [[ -f "$OUT/runs/$r/final.json" ]] && python -m hf_attn.cli prune "$OUT/runs/$r" > "$OUT/runs/$r.prune.log" 2>&1 \
-    && cat "$OUT/runs/$r/pruning.md" || echo "FAIL  prune $r"
+stage m5 && for a in sdpa holo; do
+  r=$OUT/runs/charlm_$a; [[ -f $r/final.json ]] || r=$(ls -d "$OUT"/sweeps/seq_attention/*seq_len=${PRUNE_SEQ}__attention=$a 2>/dev/null)
+  [[ -f $r/final.json ]] && python -m hf_attn.cli prune "$r" > "$r.prune.log" 2>&1 \
+    && cat "$r/pruning.md" || echo "FAIL  prune $a (${r:-no run})"
 done
 
 # M6 report.
