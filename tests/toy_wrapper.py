@@ -46,6 +46,31 @@ def _apply(model, config):
 register_wrapper(WrapperSpec("toy_lowrank", ToyLowRankConfig, _apply))
 
 
+@dataclass
+class ScaleConfig(WrapperConfig):
+    """A learned per-output scale on each target (`test_scale`): the smallest wrapper with a diagnostics hook."""
+
+    init: float = field(default=1.0, metadata={"help": "initial output scale"})
+
+
+class ScaleLayer(WrapperLayer):
+    def __init__(self, base: torch.nn.Linear, init: float):
+        super().__init__()
+        self.base_layer = base
+        self.scale = torch.nn.Parameter(torch.full((base.out_features,), init))
+
+    def forward(self, x):
+        return self.base_layer(x) * self.scale
+
+    def hf_attn_diagnostics(self):
+        return {"scale_mean": self.scale.mean().item()}
+
+
+register_wrapper(WrapperSpec("test_scale", ScaleConfig, lambda m, c: [
+    replace_module(m, n, ScaleLayer(m.get_submodule(n), c.init))
+    for n in find_targets(m, c.target_modules or ["v_proj"], (torch.nn.Linear,))]))
+
+
 def wrappable() -> list[str]:
     """Registered wrappers (shipped ones, and the test-only toy) that wrap a tiny Llama with their defaults."""
     names = []

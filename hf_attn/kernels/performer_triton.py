@@ -84,17 +84,22 @@ def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_
 
 
 @triton.jit
+def _query_block(HQ, G: tl.constexpr, C: tl.constexpr, DP: tl.constexpr):
+    """Ids of a per-query-head program, grid `(chunk, batch * query head)`: chunk, row, batch, query head, its
+    key/value head, that head's row, the chunk's tokens and the feature columns."""
+    c, bhq = tl.program_id(0), tl.program_id(1)
+    b, hq = bhq // HQ, bhq % HQ
+    h = hq // G
+    return c, bhq, b, hq, h, b * (HQ // G) + h, c * C + tl.arange(0, C), tl.arange(0, DP)
+
+
+@triton.jit
 def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, qmax_ptr,
          T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
          NC, scale, kstab, inv_sqrt_m,
          DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
          HAS_MASK: tl.constexpr, PREC: tl.constexpr):
-    c, bhq = tl.program_id(0), tl.program_id(1)
-    b, hq = bhq // HQ, bhq % HQ
-    h = hq // G
-    bh = b * (HQ // G) + h
-    t = c * C + tl.arange(0, C)
-    d = tl.arange(0, DP)
+    c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
     q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     q_sq = 0.5 * tl.sum(q * q, 1)
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
@@ -171,12 +176,7 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr,
             NC, scale, kstab, inv_sqrt_m,
             DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
             HAS_MASK: tl.constexpr, PREC: tl.constexpr):
-    c, bhq = tl.program_id(0), tl.program_id(1)
-    b, hq = bhq // HQ, bhq % HQ
-    h = hq // G
-    bh = b * (HQ // G) + h
-    t = c * C + tl.arange(0, C)
-    d = tl.arange(0, DP)
+    c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
     i = tl.arange(0, C)
     q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
                                          s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)

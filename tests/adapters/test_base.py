@@ -1,35 +1,10 @@
 """The shared wrap/save/load/unwrap API, exercised through a minimal test-only wrapper."""
-from dataclasses import dataclass, field
-
 import pytest
 import torch
 
 import hf_attn
-from hf_attn.adapters import WrapperConfig, WrapperLayer, WrapperSpec, find_targets, register_wrapper, replace_module
 from harness import ids, tiny_model
-
-
-@dataclass
-class ScaleConfig(WrapperConfig):
-    init: float = field(default=1.0, metadata={"help": "initial output scale"})
-
-
-class ScaleLayer(WrapperLayer):
-    def __init__(self, base, init):
-        super().__init__()
-        self.base_layer = base
-        self.scale = torch.nn.Parameter(torch.full((base.out_features,), init))
-
-    def forward(self, x):
-        return self.base_layer(x) * self.scale
-
-
-def _apply(model, config):
-    targets = find_targets(model, config.target_modules or ["v_proj"], (torch.nn.Linear,))
-    return [replace_module(model, n, ScaleLayer(model.get_submodule(n), config.init)) for n in targets]
-
-
-register_wrapper(WrapperSpec("test_scale", ScaleConfig, _apply))
+from toy_wrapper import ScaleConfig
 
 
 def test_wrap_freezes_base_and_trains_only_wrapper():

@@ -3,40 +3,16 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 
 import pytest
 import torch
 
 import hf_attn
 from hf_attn import HfAttnError
-from hf_attn.adapters import WrapperConfig, WrapperLayer, WrapperSpec, find_targets, register_wrapper, replace_module
 from hf_attn.train import checkpoint, train
 from hf_attn.train.rundir import METRIC_COLUMNS, MetricsCsv, read_run
 from train_cases import REPO, tiny_cfg
-
-
-@dataclass
-class GainConfig(WrapperConfig):
-    init: float = field(default=1.0, metadata={"help": "initial gain"})
-
-
-class GainLayer(WrapperLayer):
-    def __init__(self, base, init):
-        super().__init__()
-        self.base_layer = base
-        self.gain = torch.nn.Parameter(torch.full((base.out_features,), init))
-
-    def forward(self, x):
-        return self.base_layer(x) * self.gain
-
-    def hf_attn_diagnostics(self):
-        return {"gain_mean": self.gain.mean().item()}
-
-
-register_wrapper(WrapperSpec("test_gain", GainConfig, lambda m, c: [
-    replace_module(m, n, GainLayer(m.get_submodule(n), c.init))
-    for n in find_targets(m, c.target_modules or ["v_proj"], (torch.nn.Linear,))]))
+import toy_wrapper  # noqa: F401  (registers the test_scale wrapper)
 
 
 def check_run_folder(path, steps=2):
@@ -70,11 +46,11 @@ def test_char_run_sdpa_diagnostics_via_eager(tmp_path, corpus):
 def test_recovery_run_frozen_base_with_wrapper(tmp_path, tiny_pretrained):
     cfg = tiny_cfg(tmp_path, task="token", data={"corpus": "wiki", "max_chars": 20000, "seq_len": 16},
                    model={"model_path": str(tiny_pretrained), "attention": "performer", "freeze_base": True,
-                          "trainable": ["q_proj"], "wrapper": {"type": "test_gain", "init": 1.0}})
+                          "trainable": ["q_proj"], "wrapper": {"type": "test_scale", "init": 1.0}})
     train(cfg)
     run = check_run_folder(cfg.run_dir)
     assert run.metrics[-1]["eval_ppl"] > 1
-    assert run.info["params_trainable"] == 32 * 32 + 16  # q_proj weight + gain of v_proj (1 kv head x 16)
+    assert run.info["params_trainable"] == 32 * 32 + 16  # q_proj weight + scale of v_proj (1 kv head x 16)
     assert any(k.endswith("v_proj") for k in run.diagnostics[-1])  # the wrapper's own diagnostics hook
 
 
