@@ -84,6 +84,19 @@ def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_
 
 
 @triton.jit
+def _block_features(q, q_sq, qmax, k, k_sq, m, w_ptr, st_ptr, zt_ptr, mb, d, M, D, bh, NC, c, kstab, inv_sqrt_m,
+                    DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
+    """Feature block `mb` of a chunk: its projections `w`, query and (masked) key features, and the chunk's
+    starting state rows `S`, `z` for those features."""
+    w, j = _load_w(w_ptr, mb, d, M, D, BM)
+    ok = (j < M)[None, :]
+    qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+    kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+    base = (bh * NC + c) * MP + j
+    return w, qf, kf, tl.load(st_ptr + base[:, None] * DP + d[None, :]), tl.load(zt_ptr + base)
+
+
+@triton.jit
 def _query_block(HQ, G: tl.constexpr, C: tl.constexpr, DP: tl.constexpr):
     """Ids of a per-query-head program, grid `(chunk, batch * query head)`: chunk, row, batch, query head, its
     key/value head, that head's row, the chunk's tokens and the feature columns."""
@@ -113,14 +126,10 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
     den = tl.zeros((C,), tl.float32)
     a = tl.zeros((C, C), tl.float32)
     for mb in range(MP // BM):
-        w, j = _load_w(w_ptr, mb, d, M, D, BM)
-        ok = (j < M)[None, :]
-        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
-        base = (bh * NC + c) * MP + j
-        s = tl.load(st_ptr + base[:, None] * DP + d[None, :])
+        w, qf, kf, s, z = _block_features(q, q_sq, qmax, k, k_sq, m, w_ptr, st_ptr, zt_ptr, mb, d, M, D, bh, NC, c,
+                                          kstab, inv_sqrt_m, DP, MP, BM, PREC)
         num += tl.dot(qf, s, input_precision=PREC)
-        den += tl.sum(qf * tl.load(zt_ptr + base)[None, :], 1)
+        den += tl.sum(qf * z[None, :], 1)
         a += tl.dot(qf, tl.trans(kf), input_precision=PREC)
     i = tl.arange(0, C)
     a = tl.where(i[:, None] >= i[None, :], a, 0.0)
@@ -186,13 +195,9 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr,
     dqp = tl.zeros((C, DP), tl.float32)
     rs = tl.zeros((C,), tl.float32)
     for mb in range(MP // BM):
-        w, j = _load_w(w_ptr, mb, d, M, D, BM)
-        ok = (j < M)[None, :]
-        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
-        base = (bh * NC + c) * MP + j
-        s = tl.load(st_ptr + base[:, None] * DP + d[None, :])
-        dqf = tl.dot(gn, tl.trans(s), input_precision=PREC) + gd[:, None] * tl.load(zt_ptr + base)[None, :]
+        w, qf, kf, s, z = _block_features(q, q_sq, qmax, k, k_sq, m, w_ptr, st_ptr, zt_ptr, mb, d, M, D, bh, NC, c,
+                                          kstab, inv_sqrt_m, DP, MP, BM, PREC)
+        dqf = tl.dot(gn, tl.trans(s), input_precision=PREC) + gd[:, None] * z[None, :]
         dqf += tl.dot(bt, kf, input_precision=PREC)
         du = dqf * qf
         dqp += tl.dot(du, w, input_precision=PREC)
