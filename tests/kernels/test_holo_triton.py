@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kernel_cases import INTERPRETED, assert_agrees, inputs, kernels_take, module
+from kernel_cases import DEVICE, INTERPRETED, assert_agrees, inputs, kernels_take, module
 
 from hf_attn.attention import holo as holo_torch
 from hf_attn.attention.holo import holo_attention_forward
@@ -46,3 +46,29 @@ def test_holo_state_carries_across_calls():
 def test_pack_roundtrip():
     spec = torch.fft.rfft(torch.randn(3, 96), dim=-1)
     torch.testing.assert_close(kt.unpack_spectrum(kt.pack_spectrum(spec, kt.state_width(96)), 96), spec)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_block_scan_matches_cumsum_over_several_chunks(reverse):
+    """`_scan_blocks` loops over chunks of block states: 150 blocks cross two chunk boundaries."""
+    x = torch.randn(3, 150, 2, 16, device=DEVICE)
+    init = None if reverse else torch.randn(3, 2, 16, device=x.device)
+    out, total = kt._scan(x, init, reverse)
+    inclusive = x.flip(1).cumsum(1).flip(1) if reverse else x.cumsum(1)
+    base = 0 if init is None else init[:, None]
+    torch.testing.assert_close(out, inclusive - x + base, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(total, x.sum(1) + (0 if init is None else init), rtol=1e-5, atol=1e-4)
+
+
+def test_gradient_reaches_the_carried_state():
+    """The output is linear in the carried memory, so its gradient must predict any change of it exactly."""
+    q, k, v, _ = inputs(1, 2, 1, 40, 32, torch.float32, False)
+    mem0 = torch.randn(1, 1, 2, kt.state_width(32), device=q.device, requires_grad=True)
+    n0 = torch.full((1,), 5.0, device=q.device)
+    g = torch.randn(1, 40, 2, 32, device=q.device)
+    (kt.holo_causal(q, k, v, init=(mem0, n0))[0] * g).sum().backward()
+    step = torch.randn_like(mem0) * 0.1
+    with torch.no_grad():
+        loss = lambda m: (kt.holo_causal(q, k, v, init=(m, n0))[0] * g).sum()  # noqa: E731
+        change = loss(mem0 + step) - loss(mem0)
+    torch.testing.assert_close(change, (mem0.grad * step).sum(), rtol=1e-3, atol=1e-4)
