@@ -11,7 +11,8 @@ run() {  # name, timeout seconds, command...
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$? ${name} $((SECONDS - t0))s"; tail -n 25 "$OUT/$name.log"
 }
 run kernel_tests 150 python -m pytest -q -x -p no:cacheprovider tests/kernels tests/test_cache.py
-run kernels 200 python recipes/bench_kernels.py --out "$OUT/kernels"
+run kernels 300 python recipes/bench_kernels.py --graphs --out "$OUT/kernels"
+run profile 60 python recipes/profile_kernels.py --variants holo,performer
 run decode 150 python recipes/bench_decode.py --model-path "$MODEL_DIR" --out "$OUT/decode"
 run gauge 200 python recipes/bench_gauge.py --out "$OUT/gauge"
 run prismatic 120 python recipes/bench_prismatic.py --model-path "$MODEL_DIR" --out "$OUT/prismatic"
