@@ -158,23 +158,32 @@ def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
     return amount / amount.sum(-1, keepdim=True).clamp_min(torch.finfo(amount.dtype).tiny)
 
 
-def _cached_state(layer: RecurrentLayer | None):
-    return None if layer is None or not layer.state else (layer.state["memory"], layer.state["count"])
+def _cached_state(layer: RecurrentLayer | None, head_dim: int, packed: bool):
+    """A `RecurrentCache` layer's state as `(memory, count)` in the layout one path uses: the PyTorch path's
+    `[Re | Im]` `(B, Hkv, 2F)`, or the kernels' packed `(B, Hkv, 2, FP)` (`packed=True`). Each path stores its
+    own layout, so a generation served by one path never converts; switching paths mid-way converts once."""
+    if layer is None or not layer.state:
+        return None
+    state = layer.state
+    if packed == ("packed" in state):
+        return state["packed" if packed else "memory"], state["count"]
+    from ..kernels import holo_triton as kt
+
+    if packed:
+        re, im = state["memory"].chunk(2, dim=-1)
+        return kt.pack_spectrum(torch.complex(re, im), kt.state_width(head_dim)), state["count"]
+    spec = kt.unpack_spectrum(state["packed"], head_dim)
+    return torch.cat([spec.real, spec.imag], -1), state["count"]
 
 
 def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: RecurrentLayer | None):
     """The fused Triton path (CUDA): same math, state carried in the kernels' packed layout."""
     from ..kernels import holo_triton as kt
 
-    d = query.shape[-1]
-    init = _cached_state(layer)
-    if init is not None:
-        re, im = init[0].chunk(2, dim=-1)
-        init = (kt.pack_spectrum(torch.complex(re, im), kt.state_width(d)), init[1])
+    init = _cached_state(layer, query.shape[-1], packed=True)
     out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project)
     if layer is not None:
-        spec = kt.unpack_spectrum(mem, d)
-        layer.state = {"memory": torch.cat([spec.real, spec.imag], -1), "count": n}
+        layer.state = {"packed": mem, "count": n}
     return out
 
 
@@ -219,7 +228,7 @@ def holo_attention_forward(
     if call.materialised:
         out = unbind(q_spec, w @ expand_kv(kv, call.groups)).transpose(1, 2).contiguous()
     else:
-        out, state = holo_linear(q_spec, kv, call, _cached_state(layer))
+        out, state = holo_linear(q_spec, kv, call, _cached_state(layer, query.shape[-1], packed=False))
         out = ungroup(out)
         if layer is not None:
             layer.state = {"memory": state[0], "count": state[1]}
