@@ -418,6 +418,7 @@ class _HoloCausal(torch.autograd.Function):
         ctx.save_for_backward(q, k, v, mask, counts, start)
         ctx.consts, ctx.has_mask, ctx.has_init = consts, has_mask, init is not None
         ctx.mark_non_differentiable(final)
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for `final` before each backward
         return o, final
 
     @staticmethod
