@@ -367,7 +367,7 @@ def dft_matrices(d: int, device) -> tuple[torch.Tensor, ...]:
     """Packed real DFT `(DP, FP)` (cos, sin) and inverse `(FP, DP)` matrices, zero-padded to powers of two."""
     key = (d, str(device))
     if key not in _MATRICES:
-        dp, fp = triton.next_power_of_2(d), max(16, triton.next_power_of_2(d // 2))
+        dp, fp = triton.next_power_of_2(d), state_width(d)
         n = torch.arange(d, dtype=torch.float64)
         j = torch.arange(d // 2, dtype=torch.float64)
         ang = 2 * math.pi * n[:, None] * j[None, :] / d

@@ -50,28 +50,6 @@ def _load_w(w_ptr, mb, d, M, D, BM: tl.constexpr):
 
 
 @triton.jit
-def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
-               T, D, M, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NC, scale, kstab, inv_sqrt_m,
-               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
-               HAS_MASK: tl.constexpr, PREC: tl.constexpr):
-    c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, h = bh // HKV, bh % HKV
-    t = c * C + tl.arange(0, C)
-    d = tl.arange(0, DP)
-    k = _rows(k_ptr + b * s_kb + h * s_kh, t, s_kt, d, T, D) * scale
-    v = _rows(v_ptr + b * s_vb + h * s_vh, t, s_vt, d, T, D)
-    w, j = _load_w(w_ptr, mb, d, M, D, BM)
-    kf = _feat(k, w, 0.5 * tl.sum(k * k, 1), kstab, (j < M)[None, :], inv_sqrt_m, PREC)
-    if HAS_MASK:
-        kf = kf * tl.load(mask_ptr + b * T + t, mask=t < T, other=0.0)[:, None]
-    else:
-        kf = tl.where((t < T)[:, None], kf, 0.0)
-    base = (bh * NC + c) * MP + j
-    tl.store(st_ptr + base[:, None] * DP + d[None, :], tl.dot(tl.trans(kf), v, input_precision=PREC))
-    tl.store(zt_ptr + base, tl.sum(kf, 0))
-
-
-@triton.jit
 def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, scale,
                   HAS_MASK: tl.constexpr):
     k = _rows(k_ptr + b * s_kb + h * s_kh, t, s_kt, d, T, D) * scale
@@ -81,6 +59,24 @@ def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_
     else:
         m = tl.where(t < T, 1.0, 0.0)
     return k, 0.5 * tl.sum(k * k, 1), v, m
+
+
+@triton.jit
+def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
+               T, D, M, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NC, scale, kstab, inv_sqrt_m,
+               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
+               HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+    c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    b, h = bh // HKV, bh % HKV
+    t = c * C + tl.arange(0, C)
+    d = tl.arange(0, DP)
+    k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
+                                  scale, HAS_MASK)
+    w, j = _load_w(w_ptr, mb, d, M, D, BM)
+    kf = _feat(k, w, k_sq, kstab, (j < M)[None, :], inv_sqrt_m, PREC) * m[:, None]
+    base = (bh * NC + c) * MP + j
+    tl.store(st_ptr + base[:, None] * DP + d[None, :], tl.dot(tl.trans(kf), v, input_precision=PREC))
+    tl.store(zt_ptr + base, tl.sum(kf, 0))
 
 
 @triton.jit
