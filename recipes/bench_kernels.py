@@ -37,9 +37,9 @@ def sdpa(backend):
     return run
 
 
-def variant(name: str, triton: bool):
+def variant(name: str, triton: bool, **config):
     fn = hf_attn.get_variant(name).function
-    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace())
+    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**config))
 
     def run(q, k, v):
         old = os.environ.get("HF_ATTN_TRITON")
@@ -61,7 +61,9 @@ def fla_linear():
 
 
 def methods(device: str) -> dict:
-    out = {"holo": variant("holo", True), "performer": variant("performer", True), "gauge": variant("gauge", True),
+    out = {"holo": variant("holo", True), "performer": variant("performer", True),
+           # 64 features: performer's state then has fla's size per head (64 x 64), not the default 256 x 64
+           "performer_m64": variant("performer", True, performer_num_features=64), "gauge": variant("gauge", True),
            "holo_torch": variant("holo", False), "performer_torch": variant("performer", False)}
     if device == "cuda":
         from torch.nn.attention import SDPBackend
@@ -73,7 +75,7 @@ def methods(device: str) -> dict:
             out["fla_chunk_linear_attn"] = fla
     else:
         out["sdpa"] = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        del out["holo"], out["performer"], out["gauge"]  # on CPU: PyTorch paths, timed as *_torch
+        del out["holo"], out["performer"], out["performer_m64"], out["gauge"]  # on CPU: PyTorch paths, timed as *_torch
     return out
 
 

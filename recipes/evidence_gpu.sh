@@ -6,8 +6,9 @@
 # Usage (repo root):  OUT=/tmp/ev SMOLLM2=/path/to/smollm2-folder bash recipes/evidence_gpu.sh
 #   SMOLLM2: a from_pretrained folder (default 'smollm2' = hf_attn.assets.smollm2_path(), needs gguf on first use)
 #   SMOKE=1: tiny sizes and 2 steps, to check the script on a CPU in a few minutes.
-#   STAGES="m13 m2 m4 m5": the milestones to run (default all); M5 prunes the char-LM runs of M1-M3, or the
-#   T=1024 sweep runs of M4 when M1-M3 did not run here. The report covers whatever ran.
+#   STAGES="m13 m2 m4 m4tt m5": the milestones to run (default all; m4 = seq_len x attention, m4tt = seq_len x
+#   TT rank); M5 prunes the char-LM runs of M1-M3, else the T=1024 sweep runs of M4, else trains the two
+#   char-LMs it prunes. The report covers whatever ran.
 set -uo pipefail
 OUT=${OUT:-results/evidence}
 SMOLLM2=${SMOLLM2:-smollm2}
@@ -16,7 +17,7 @@ python -c "import hf_attn.adapters" 2>/dev/null || pip install -q --no-deps --no
 exec > >(tee -a "$OUT/evidence.log") 2>&1
 echo "# $(date -u) $(git rev-parse --short HEAD 2>/dev/null) $(python -c 'import torch;print(torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
 
-STAGES=" ${STAGES:-m13 m2 m4 m5} "
+STAGES=" ${STAGES:-m13 m2 m4 m4tt m5} "
 stage() { [[ $STAGES == *" $1 "* ]]; }
 SET=()
 SWEEP_SET="train.steps: 100"
@@ -70,21 +71,22 @@ set: {$SWEEP_SET}
 YAML
   t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_attention.yaml" > "$OUT/sweeps/seq_attention.log" 2>&1
   echo "sweep seq x attention: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_attention/sweep.csv"
-  if [[ $HAVE_TT == 1 ]]; then
-    cat > "$OUT/sweeps/seq_rank_tt.yaml" <<YAML
+fi
+if stage m4tt && [[ $HAVE_TT == 1 ]]; then
+  cat > "$OUT/sweeps/seq_rank_tt.yaml" <<YAML
 base: $PWD/recipes/charlm_tt.yaml
 out_dir: $OUT/sweeps/seq_rank_tt
 grid: {data.seq_len: $SEQS, model.wrapper.rank: [8, 16, 32]}
 set: {$SWEEP_SET}
 YAML
-    t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_rank_tt.yaml" > "$OUT/sweeps/seq_rank_tt.log" 2>&1
-    echo "sweep seq x rank: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_rank_tt/sweep.csv"
-  fi
+  t0=$SECONDS; python -m hf_attn.cli sweep "$OUT/sweeps/seq_rank_tt.yaml" > "$OUT/sweeps/seq_rank_tt.log" 2>&1
+  echo "sweep seq x rank: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_rank_tt/sweep.csv"
 fi
 
 # M5 entropy-ranked head pruning on the char-LMs.
 stage m5 && for a in sdpa holo; do
   r=$OUT/runs/charlm_$a; [[ -f $r/final.json ]] || r=$(ls -d "$OUT"/sweeps/seq_attention/*seq_len=${PRUNE_SEQ}__attention=$a 2>/dev/null)
+  [[ -f $r/final.json ]] || { r=$OUT/runs/charlm_$a; train charlm_$a charlm_$a; }
   [[ -f $r/final.json ]] && python -m hf_attn.cli prune "$r" > "$r.prune.log" 2>&1 \
     && cat "$r/pruning.md" || echo "FAIL  prune $a (${r:-no run})"
 done

@@ -62,11 +62,12 @@ def test_recurrent_state_refuses_non_causal_calls(variant):
 @pytest.mark.parametrize("prefill_kernel,decode_kernel", [(True, True), (True, False), (False, True)])
 def test_holo_state_continues_across_paths(prefill_kernel, decode_kernel, monkeypatch):
     """The kernels keep holo's state packed, the PyTorch path as [Re | Im]; either continues the other's cache
-    (the Triton kernels run under the interpreter on the CPU)."""
+    (on CUDA where there is one; on the CPU the Triton kernels run under the interpreter)."""
     from hf_attn.attention import holo
 
-    model = tiny_model("llama", "holo")
-    tokens = ids(1, 9, seed=3)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = tiny_model("llama", "holo").to(device)
+    tokens = ids(1, 9, seed=3).to(device)
     cache = hf_attn.RecurrentCache()
     steps = []
     with torch.no_grad():
@@ -91,6 +92,7 @@ def test_holo_kernel_decode_step_issues_few_ops(monkeypatch):
     from hf_attn.attention import holo
     from hf_attn.cache import RecurrentLayer
     from hf_attn.kernels import holo_triton as kt
+    from hf_attn.kernels import scan
 
     class Count(TorchDispatchMode):
         ops = 0
@@ -103,8 +105,9 @@ def test_holo_kernel_decode_step_issues_few_ops(monkeypatch):
         def __getitem__(self, grid):
             return lambda *a, **kw: None
 
-    for name in ("_fwd_state", "_fwd", "_scan_blocks"):
+    for name in ("_fwd_state", "_fwd"):
         monkeypatch.setattr(kt, name, Launch())
+    monkeypatch.setattr(scan, "_scan_blocks", Launch())
     monkeypatch.setattr(holo, "kernels_enabled", lambda x: True)
     module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace())
     layer = RecurrentLayer()

@@ -55,9 +55,17 @@ def _features_cpu(head_dim: int, num_features: int, seed: int) -> torch.Tensor:
     return (w * norms).float()
 
 
+@functools.lru_cache(maxsize=256)
 def random_features(head_dim: int, num_features: int, seed: int, device) -> torch.Tensor:
-    """Orthogonal random features `(m, D)`, deterministic in `(head_dim, m, seed)`."""
+    """Orthogonal random features `(m, D)`, deterministic in `(head_dim, m, seed)`; kept per device, so a
+    forward uploads nothing (an upload per call also cannot be captured in a CUDA graph). Read-only."""
     return _features_cpu(head_dim, num_features, seed).to(device)
+
+
+@functools.lru_cache(maxsize=256)
+def key_stabiliser_value(head_dim: int, num_features: int, seed: int) -> float:
+    """`key_stabiliser` of those features as a float, computed once on the CPU (no device sync per call)."""
+    return float(key_stabiliser(_features_cpu(head_dim, num_features, seed)))
 
 
 def key_stabiliser(w: torch.Tensor) -> torch.Tensor:
@@ -165,7 +173,8 @@ def performer_attention_forward(
     if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         from ..kernels.performer_triton import performer_causal
 
-        out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer))
+        out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer),
+                                      key_stabiliser_value(d, m, seed))
         if layer is not None:
             layer.state = {"S": state[0], "z": state[1]}
         return out, None

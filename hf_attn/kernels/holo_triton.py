@@ -11,14 +11,14 @@ Design (a chunked scan; each pass reads a block once, yet the kernels run far be
   Every product (`_spectra`, `_to_rows`) runs whole or in chunks of `KC` columns read straight from memory,
   so that only `(BT, KC)` operand tiles are live; `LAUNCH` picks per kernel what runs fastest without spills.
 - Pass 1 (`_fwd_state`): each block of `BT` tokens (`hf_attn.kernels.token_block`) sums its bound pairs, a `D`-float state.
-- `_scan_blocks` (one program per head, a loop over chunks of block states) gives every block its starting
-  memory and the final state for decoding.
+- `scan.scan_blocks_` (in place, one launch) gives every block its starting memory and the final state for
+  decoding.
 - Pass 2 (`_fwd`): each block recomputes its bound pairs, scans them in registers (`tl.cumsum`) on top of
   its starting memory, and retrieves for all query heads of its group (GQA without repeating k/v).
 - Backward mirrors it: a block-sum pass of `dM` over the group's query heads (`_bwd_state`), a reverse
-  `_scan_blocks` giving every block the `dM` of all later blocks (and the gradient of the initial state), then two passes: `_bwd_dq` rebuilds the block's
-  memory as `_fwd` does and writes dq of every query head of the group; `_bwd_dkv` sums the group's `dM`
-  tiles, suffix-scans them within the block on top of the later blocks' sum and writes dk, dv.
+  `scan_blocks_` giving every block the `dM` of all later blocks (and the gradient of the initial state),
+  then two passes: `_bwd_dq` rebuilds the block's memory as `_fwd` does and writes dq of every query head
+  of the group; `_bwd_dkv` sums the group's `dM` tiles, suffix-scans them within the block on top of the later blocks' sum and writes dk, dv.
 State per head: `D` floats (D/2+1 complex numbers), against `D x D` for linear attention.
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from . import dot_precision, token_block
+from .scan import scan_blocks_
 
 SOFT = 0.1  # must equal hf_attn.attention.holo.SOFT (checked by the tests)
 # Launch settings per (tokens per block, dot precision) and kernel: (KC, num_warps, num_stages), KC being the
@@ -324,42 +325,6 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, do_ptr, cm_ptr, sm_ptr, icr_p
     _to_rows(dkr, dki, cm_ptr, sm_ptr, 1, FP, f, t, T, D, dk_ptr + bh * T * D, D, c, k, s_kt, DP, KC, UNITARY, PREC)
 
 
-@triton.jit
-def _scan_blocks(x_ptr, init_ptr, out_ptr, total_ptr, NB, W: tl.constexpr, CB: tl.constexpr,
-                 REVERSE: tl.constexpr, HAS_INIT: tl.constexpr):
-    """Exclusive scan of per-block states `x (rows, NB, W)` over the blocks, one program per row:
-    `out[:, i] = init + sum_{j<i} x[:, j]` (REVERSE: `sum_{j>i}`) and `total = init + sum_j x[:, j]`.
-    One launch instead of torch's strided cumsum plus the elementwise ops around it."""
-    row = tl.program_id(0)
-    w = tl.arange(0, W)
-    if HAS_INIT:
-        carry = tl.load(init_ptr + row * W + w)
-    else:
-        carry = tl.zeros((W,), dtype=tl.float32)
-    for c0 in range(0, NB, CB):
-        n = c0 + tl.arange(0, CB)
-        if REVERSE:
-            i = NB - 1 - n
-        else:
-            i = n
-        ok = (n < NB)[:, None]
-        ptr = (row * NB + i)[:, None] * W + w[None, :]
-        x = tl.load(x_ptr + ptr, mask=ok, other=0.0)
-        tl.store(out_ptr + ptr, tl.cumsum(x, axis=0) - x + carry[None, :], mask=ok)
-        carry += tl.sum(x, axis=0)
-    tl.store(total_ptr + row * W + w, carry)
-
-
-def _scan(x: torch.Tensor, init: torch.Tensor | None, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_scan_blocks` over `x (rows, NB, 2, FP)` fp32: `(exclusive scan like x, total (rows, 2, FP))`."""
-    rows, nb, _, fp = x.shape
-    out, total = torch.empty_like(x), x.new_empty(rows, 2, fp)
-    w = 2 * fp
-    _scan_blocks[(rows,)](x, x if init is None else init, out, total, nb, W=w, CB=64 if w <= 64 else 32,
-                          REVERSE=reverse, HAS_INIT=init is not None)
-    return out, total
-
-
 _MATRICES: dict = {}
 
 
@@ -409,13 +374,12 @@ class _HoloCausal(torch.autograd.Function):
         grid = (nb, b * hkv)
         _fwd_state[grid](k, v, mask_arg, cm, sm, st, t, d, hkv, *k.stride()[:3], *v.stride()[:3], nb,
                          HAS_MASK=has_mask, **_launch("_fwd_state", consts))
-        start, final = _scan(st, None if init is None else init.reshape(b * hkv, 2, fp).contiguous(), False)
-        final = final.view(b, hkv, 2, fp)
+        final = scan_blocks_(st, init).view(b, hkv, 2, fp)  # st now holds each block's starting memory
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
-        _fwd[grid](q, k, v, mask_arg, counts, cm, sm, icr, ici, start, o, t, d, hkv, hq // hkv,
+        _fwd[grid](q, k, v, mask_arg, counts, cm, sm, icr, ici, st, o, t, d, hkv, hq // hkv,
                    *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nb,
                    HAS_MASK=has_mask, **_launch("_fwd", consts))
-        ctx.save_for_backward(q, k, v, mask, counts, start)
+        ctx.save_for_backward(q, k, v, mask, counts, st)
         ctx.consts, ctx.has_mask, ctx.has_init = consts, has_mask, init is not None
         ctx.mark_non_differentiable(final)
         ctx.set_materialize_grads(False)  # no zero-filled gradient for `final` before each backward
@@ -433,7 +397,7 @@ class _HoloCausal(torch.autograd.Function):
         dst = torch.empty_like(start)
         _bwd_state[grid](q, do, counts, cm, sm, icr, ici, dst, t, d, hkv, hq // hkv, *q.stride()[:3],
                          do.stride(0), do.stride(2), do.stride(1), nb, **_launch("_bwd_state", ctx.consts))
-        future, total = _scan(dst, None, True)
+        total = scan_blocks_(dst, reverse=True)  # dst now holds the dM of all later blocks
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
@@ -442,7 +406,7 @@ class _HoloCausal(torch.autograd.Function):
                    do.stride(0), do.stride(2), do.stride(1), nb)
         _bwd_dq[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, start, dq, *strides,
                       HAS_MASK=ctx.has_mask, **_launch("_bwd_dq", ctx.consts))
-        _bwd_dkv[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, future, dk, dv, *strides,
+        _bwd_dkv[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, dst, dk, dv, *strides,
                        HAS_MASK=ctx.has_mask, **_launch("_bwd_dkv", ctx.consts))
         return dq, dk, dv, None, None, total.view(b, hkv, 2, fp) if ctx.has_init else None, None
 

@@ -6,13 +6,13 @@ and the constant `max_i |W_i|^2 / 4` for keys (`key_stabiliser`);
 `o_t = phi(q_t) S_t / phi(q_t) z_t` with `S_t = S_0 + sum_{s<=t} phi(k_s) v_s^T` and `z_t` its row sums.
 
 Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_block`), feature blocks of `BLOCK_M` columns.
-- `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; a `torch.cumsum` over chunks
-  gives each chunk its starting state (and the final state for decoding).
+- `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; `scan.scan_blocks_` (in place)
+  turns them into each chunk's starting state (and the final state for decoding).
 - `_fwd`: per (chunk, query head): inter-chunk `phi(q) S`, intra-chunk dense `tril(phi(q) phi(k)^T) v`;
   the features are computed in registers and never written out. Saves the row maxima and denominators.
-- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den`: `_bwd_state` (reverse states
-  `phi(Q)^T [g_num, g_den]`), a reverse `cumsum`, `_bwd_dq` per query head and `_bwd_dkv` per key/value
-  head (loops over its query heads: GQA without repeating k/v).
+- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den` (formed in the kernels from dO and O):
+  `_bwd_state` (reverse states `phi(Q)^T [g_num, g_den]`), a reverse `scan_blocks_`, `_bwd_dq` per query
+  head and `_bwd_dkv` per key/value head (loops over its query heads: GQA without repeating k/v).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import triton.language as tl
 
 from ..attention.performer import key_stabiliser
 from . import dot_precision, token_block
+from .scan import scan_blocks_
 
 BLOCK_M = 64
 TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path uses
@@ -139,21 +140,22 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
 
 
 @triton.jit
-def _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D, s_qb, s_qh, s_qt,
+def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, hq, HQ, t, d, T, D, s_qb, s_qh, s_qt,
                  s_ob, s_oh, s_ot, scale):
-    """Scaled queries, their halves-of-squares and row maxima, `g_num = dO/den`, `g_den = -delta/den`."""
+    """Scaled queries, their halves-of-squares and row maxima, `g_num = dO/den`, `g_den = -rowsum(dO*O)/den`
+    (`o` is the forward's `(B, T, HQ, D)` output: the row sum is taken here, not as torch ops per call)."""
     q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     row = (b * HQ + hq) * T + t
     den = tl.load(den_ptr + row, mask=t < T, other=1.0)
     qmax = tl.load(qmax_ptr + row, mask=t < T, other=0.0)
     inv = tl.where(den > 0, 1.0 / tl.maximum(den, TINY), 0.0)  # a query that sees no key has no gradient
     gn = _rows(do_ptr + b * s_ob + hq * s_oh, t, s_ot, d, T, D) * inv[:, None]
-    gd = -tl.load(delta_ptr + row, mask=t < T, other=0.0) * inv
-    return q, 0.5 * tl.sum(q * q, 1), qmax, gn, gd
+    o = _rows(o_ptr + (b * T * HQ + hq) * D, t, HQ * D, d, T, D)
+    return q, 0.5 * tl.sum(q * q, 1), qmax, gn, -tl.sum(gn * o, 1)
 
 
 @triton.jit
-def _bwd_state(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
                T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NC, scale, inv_sqrt_m,
                DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr):
     c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -165,7 +167,7 @@ def _bwd_state(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_p
     r = tl.zeros((BM, DP), tl.float32)
     rz = tl.zeros((BM,), tl.float32)
     for g in range(G):
-        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, h * G + g, HKV * G,
+        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, h * G + g, HKV * G,
                                              t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
         qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
         r += tl.dot(tl.trans(qf), gn, input_precision=PREC)
@@ -176,14 +178,14 @@ def _bwd_state(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_p
 
 
 @triton.jit
-def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, st_ptr, zt_ptr, dq_ptr,
+def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, st_ptr, zt_ptr, dq_ptr,
             T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
             NC, scale, kstab, inv_sqrt_m,
             DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
             HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
     i = tl.arange(0, C)
-    q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
+    q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
                                          s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
                                   scale, HAS_MASK)
@@ -204,7 +206,7 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr,
 
 
 @triton.jit
-def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
              dk_ptr, dv_ptr,
              T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
              NC, scale, kstab, inv_sqrt_m,
@@ -230,7 +232,7 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr
         dkf = tl.dot(v, tl.trans(r), input_precision=PREC) + tl.load(rzt_ptr + base)[None, :]
         dv += tl.dot(kf, r, input_precision=PREC)
         for g in range(G):
-            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, b, h * G + g, HKV * G,
+            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, h * G + g, HKV * G,
                                                  t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
             qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
             bt = tl.where(tril, tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
@@ -251,15 +253,9 @@ def _unit_last(x: torch.Tensor) -> torch.Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
-def _exclusive_prefix(chunks: torch.Tensor, init: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-chunk sums `(BH, NC, ...)` -> state before each chunk (plus `init`) and the final state."""
-    start = chunks.cumsum(1).sub_(chunks).add_(init.unsqueeze(1))
-    return start, start[:, -1] + chunks[:, -1]
-
-
 class _PerformerCausal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, w, s0, z0, scale):
+    def forward(ctx, q, k, v, mask, w, s0, z0, scale, kstab):
         q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
         b, hq, t, d = q.shape
         hkv = k.shape[1]
@@ -267,7 +263,6 @@ class _PerformerCausal(torch.autograd.Function):
         dp, mp = triton.next_power_of_2(d), triton.cdiv(m, BLOCK_M) * BLOCK_M
         chunk = token_block(dp, q.dtype)
         nc = triton.cdiv(t, chunk)
-        kstab = float(key_stabiliser(w))
         consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype))
         scalars = (scale, kstab, 1.0 / math.sqrt(m))
         has_mask = mask is not None
@@ -276,12 +271,13 @@ class _PerformerCausal(torch.autograd.Function):
         zt = torch.empty(b * hkv, nc, mp, device=q.device, dtype=torch.float32)
         _fwd_state[(nc, mp // BLOCK_M, b * hkv)](k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
                                                  *v.stride()[:3], nc, *scalars, HAS_MASK=has_mask, **consts)
-        s_init = torch.zeros(b * hkv, mp, dp, device=q.device, dtype=torch.float32)
-        s_init[:, :m, :d] = s0.reshape(b * hkv, m, d)
-        z_init = torch.zeros(b * hkv, mp, device=q.device, dtype=torch.float32)
-        z_init[:, :m] = z0.reshape(b * hkv, m)
-        st, s_fin = _exclusive_prefix(st, s_init)
-        zt, z_fin = _exclusive_prefix(zt, z_init)
+        s_init = z_init = None
+        if s0 is not None:  # carried state, zero-padded to the kernels' (MP, DP) tiles
+            s_init = torch.zeros(b * hkv, mp, dp, device=q.device, dtype=torch.float32)
+            s_init[:, :m, :d] = s0.reshape(b * hkv, m, d)
+            z_init = torch.zeros(b * hkv, mp, device=q.device, dtype=torch.float32)
+            z_init[:, :m] = z0.reshape(b * hkv, m)
+        s_fin, z_fin = scan_blocks_(st, s_init), scan_blocks_(zt, z_init)  # st, zt: each chunk's starting state
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
         den = torch.empty(b, hq, t, device=q.device, dtype=torch.float32)
         qmax = torch.empty_like(den)
@@ -289,7 +285,8 @@ class _PerformerCausal(torch.autograd.Function):
                            *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nc, *scalars,
                            HAS_MASK=has_mask, num_warps=8, **consts)
         ctx.save_for_backward(q, k, v, mask, w, st, zt, o, den, qmax)
-        ctx.meta = (scalars, consts, has_mask)
+        ctx.meta, ctx.has_init = (scalars, consts, has_mask), s0 is not None
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for the final state before each backward
         finals = (s_fin[:, :m, :d].reshape(b, hkv, m, d), z_fin[:, :m].reshape(b, hkv, m))
         ctx.mark_non_differentiable(*finals)
         return (o, *finals)
@@ -302,28 +299,29 @@ class _PerformerCausal(torch.autograd.Function):
         hkv, m = k.shape[1], w.shape[0]
         nc, mp = st.shape[1], st.shape[2]
         do = _unit_last(do)
-        delta = (do.float() * o.float()).sum(-1).transpose(1, 2).contiguous()
         mask_arg = mask if has_mask else w
         grad_strides = (do.stride(0), do.stride(2), do.stride(1))
         rt = torch.empty_like(st)
         rzt = torch.empty_like(zt)
-        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
+        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, o, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
                                                  *q.stride()[:3], *grad_strides, nc, scalars[0], scalars[2], **consts)
-        total_r, total_z = rt.sum(1), rzt.sum(1)
-        rt = total_r.unsqueeze(1) - rt.cumsum(1)
-        rzt = total_z.unsqueeze(1) - rzt.cumsum(1)
+        total_r, total_z = scan_blocks_(rt, reverse=True), scan_blocks_(rzt, reverse=True)  # later chunks' sums
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
         common = (t, d, m)
         strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_strides, nc, *scalars)
-        _bwd_dq[(nc, b * hq)](q, k, v, mask_arg, do, den, delta, qmax, w, st, zt, dq, *common, hq, hq // hkv,
+        _bwd_dq[(nc, b * hq)](q, k, v, mask_arg, do, den, o, qmax, w, st, zt, dq, *common, hq, hq // hkv,
                               *strides, HAS_MASK=has_mask, num_warps=8, **consts)
-        _bwd_dkv[(nc, b * hkv)](q, k, v, mask_arg, do, den, delta, qmax, w, rt, rzt, dk, dv, *common, hkv, hq // hkv,
-                                *strides, HAS_MASK=has_mask, num_warps=8, **consts)
+        # fp32's three-pass tiles with 3 pipeline stages asked for 241 KB of shared memory (H100: 227 KB)
+        _bwd_dkv[(nc, b * hkv)](q, k, v, mask_arg, do, den, o, qmax, w, rt, rzt, dk, dv, *common, hkv, hq // hkv,
+                                *strides, HAS_MASK=has_mask, num_warps=8,
+                                num_stages=1 if q.dtype == torch.float32 else 3, **consts)
+        if not ctx.has_init:
+            return dq, dk, dv, None, None, None, None, None, None
         ds0 = total_r[:, :m, :d].reshape(b, hkv, m, d)
         dz0 = total_z[:, :m].reshape(b, hkv, m)
-        return dq, dk, dv, None, None, ds0, dz0, None
+        return dq, dk, dv, None, None, ds0, dz0, None, None
 
 
 def performer_causal(
@@ -334,20 +332,21 @@ def performer_causal(
     scale: float,
     key_mask: torch.Tensor | None = None,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
+    key_stab: float | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Causal Performer attention, queries and keys at the same positions.
 
     q `(B, Hq, T, D)`, k/v `(B, Hkv, T, D)`, `features (m, D)` fp32, `scale` = scaling^(1/2), `key_mask (B, T)`
     bool, `init = (S (B, Hkv, m, D), z (B, Hkv, m))` fp32 carried from earlier tokens (key features already
-    stabilised by `key_stabiliser(W)`). Returns `out (B, T, Hq, D)` and the final `(S, z)` (no gradient).
+    stabilised by `key_stabiliser(W)`). `key_stab` is `key_stabiliser(features)` as a float; pass it (the
+    attention function does) to spare a device-to-host sync, which also keeps the call capturable in a CUDA
+    graph. Returns `out (B, T, Hq, D)` and the final `(S, z)` (no gradient).
     """
-    b, _, t, d = q.shape
+    d = q.shape[-1]
     if d > 128 or d < 16:
         raise ValueError(f"performer kernel supports head_dim in [16, 128], got {d}.")
-    hkv, m = k.shape[1], features.shape[0]
-    if init is None:
-        init = (torch.zeros(b, hkv, m, d, device=q.device), torch.zeros(b, hkv, m, device=q.device))
+    s0, z0 = (None, None) if init is None else (init[0].float(), init[1].float())
     maskf = None if key_mask is None else key_mask.to(torch.float32).contiguous()
-    o, s, z = _PerformerCausal.apply(q, k, v, maskf, features.float().contiguous(), init[0].float(),
-                                     init[1].float(), float(scale))
+    kstab = float(key_stabiliser(features)) if key_stab is None else key_stab
+    o, s, z = _PerformerCausal.apply(q, k, v, maskf, features.float().contiguous(), s0, z0, float(scale), kstab)
     return o, (s, z)

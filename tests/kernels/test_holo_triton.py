@@ -48,18 +48,6 @@ def test_pack_roundtrip():
     torch.testing.assert_close(kt.unpack_spectrum(kt.pack_spectrum(spec, kt.state_width(96)), 96), spec)
 
 
-@pytest.mark.parametrize("reverse", [False, True])
-def test_block_scan_matches_cumsum_over_several_chunks(reverse):
-    """`_scan_blocks` loops over chunks of block states: 150 blocks cross two chunk boundaries."""
-    x = torch.randn(3, 150, 2, 16, device=DEVICE)
-    init = None if reverse else torch.randn(3, 2, 16, device=x.device)
-    out, total = kt._scan(x, init, reverse)
-    inclusive = x.flip(1).cumsum(1).flip(1) if reverse else x.cumsum(1)
-    base = 0 if init is None else init[:, None]
-    torch.testing.assert_close(out, inclusive - x + base, rtol=1e-5, atol=1e-4)
-    torch.testing.assert_close(total, x.sum(1) + (0 if init is None else init), rtol=1e-5, atol=1e-4)
-
-
 def test_gradient_reaches_the_carried_state():
     """The output is linear in the carried memory, so its gradient must predict any change of it exactly."""
     q, k, v, _ = inputs(1, 2, 1, 40, 32, torch.float32, False)
