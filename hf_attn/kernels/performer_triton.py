@@ -10,7 +10,7 @@ Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_blo
   turns them into each chunk's starting state (and the final state for decoding).
 - `_fwd`: per (chunk, query head): inter-chunk `phi(q) S`, intra-chunk dense `tril(phi(q) phi(k)^T) v`;
   the features are computed in registers and never written out. Saves the row maxima and denominators.
-- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den` (formed in the kernels from dO and O):
+- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den` (the row sum formed by `_bwd_state`):
   `_bwd_state` (reverse states `phi(Q)^T [g_num, g_den]`), a reverse `scan_blocks_`, `_bwd_dq` per query
   head and `_bwd_dkv` per key/value head (loops over its query heads: GQA without repeating k/v).
 """
@@ -140,22 +140,29 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
 
 
 @triton.jit
-def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, hq, HQ, t, d, T, D, s_qb, s_qh, s_qt,
-                 s_ob, s_oh, s_ot, scale):
-    """Scaled queries, their halves-of-squares and row maxima, `g_num = dO/den`, `g_den = -rowsum(dO*O)/den`
-    (`o` is the forward's `(B, T, HQ, D)` output: the row sum is taken here, not as torch ops per call)."""
+def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D, s_qb, s_qh, s_qt,
+                 s_ob, s_oh, s_ot, scale, FROM_O: tl.constexpr, store_delta):
+    """Scaled queries, their halves-of-squares and row maxima, `g_num = dO/den`, `g_den = -delta/den` with
+    `delta = rowsum(dO * O)`. `_bwd_state` (FROM_O) forms delta from `o`, the forward's `(B, T, HQ, D)` output,
+    and stores it where `store_delta`; the later kernels load it (an O tile more in `_bwd_dkv` overflowed
+    the H100's shared memory for fp32 inputs)."""
     q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     row = (b * HQ + hq) * T + t
     den = tl.load(den_ptr + row, mask=t < T, other=1.0)
     qmax = tl.load(qmax_ptr + row, mask=t < T, other=0.0)
     inv = tl.where(den > 0, 1.0 / tl.maximum(den, TINY), 0.0)  # a query that sees no key has no gradient
-    gn = _rows(do_ptr + b * s_ob + hq * s_oh, t, s_ot, d, T, D) * inv[:, None]
-    o = _rows(o_ptr + (b * T * HQ + hq) * D, t, HQ * D, d, T, D)
-    return q, 0.5 * tl.sum(q * q, 1), qmax, gn, -tl.sum(gn * o, 1)
+    do = _rows(do_ptr + b * s_ob + hq * s_oh, t, s_ot, d, T, D)
+    if FROM_O:
+        delta = tl.sum(do * _rows(o_ptr + (b * T * HQ + hq) * D, t, HQ * D, d, T, D), 1)
+        if store_delta:
+            tl.store(delta_ptr + row, delta, mask=t < T)
+    else:
+        delta = tl.load(delta_ptr + row, mask=t < T, other=0.0)
+    return q, 0.5 * tl.sum(q * q, 1), qmax, do * inv[:, None], -delta * inv
 
 
 @triton.jit
-def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
                T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NC, scale, inv_sqrt_m,
                DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr):
     c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -167,8 +174,9 @@ def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
     r = tl.zeros((BM, DP), tl.float32)
     rz = tl.zeros((BM,), tl.float32)
     for g in range(G):
-        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, h * G + g, HKV * G,
-                                             t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
+        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, h * G + g,
+                                             HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
+                                             True, mb == 0)
         qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
         r += tl.dot(tl.trans(qf), gn, input_precision=PREC)
         rz += tl.sum(qf * gd[:, None], 0)
@@ -178,15 +186,15 @@ def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
 
 
 @triton.jit
-def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, st_ptr, zt_ptr, dq_ptr,
+def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, st_ptr, zt_ptr, dq_ptr,
             T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
             NC, scale, kstab, inv_sqrt_m,
             DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
             HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
     i = tl.arange(0, C)
-    q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
-                                         s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
+    q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, None, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
+                                         s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale, False, False)
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
                                   scale, HAS_MASK)
     bt = tl.where(i[:, None] >= i[None, :], tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
@@ -206,7 +214,7 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_p
 
 
 @triton.jit
-def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
              dk_ptr, dv_ptr,
              T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
              NC, scale, kstab, inv_sqrt_m,
@@ -232,8 +240,9 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, w_
         dkf = tl.dot(v, tl.trans(r), input_precision=PREC) + tl.load(rzt_ptr + base)[None, :]
         dv += tl.dot(kf, r, input_precision=PREC)
         for g in range(G):
-            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, qmax_ptr, b, h * G + g, HKV * G,
-                                                 t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale)
+            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, None, delta_ptr, qmax_ptr, b, h * G + g,
+                                                 HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
+                                                 False, False)
             qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
             bt = tl.where(tril, tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
             dkf += tl.dot(tl.trans(bt), qf, input_precision=PREC)
@@ -303,7 +312,8 @@ class _PerformerCausal(torch.autograd.Function):
         grad_strides = (do.stride(0), do.stride(2), do.stride(1))
         rt = torch.empty_like(st)
         rzt = torch.empty_like(zt)
-        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, o, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
+        delta = torch.empty_like(den)  # rowsum(dO * O), written by _bwd_state
+        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, o, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
                                                  *q.stride()[:3], *grad_strides, nc, scalars[0], scalars[2], **consts)
         total_r, total_z = scan_blocks_(rt, reverse=True), scan_blocks_(rzt, reverse=True)  # later chunks' sums
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
@@ -311,12 +321,10 @@ class _PerformerCausal(torch.autograd.Function):
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
         common = (t, d, m)
         strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_strides, nc, *scalars)
-        _bwd_dq[(nc, b * hq)](q, k, v, mask_arg, do, den, o, qmax, w, st, zt, dq, *common, hq, hq // hkv,
+        _bwd_dq[(nc, b * hq)](q, k, v, mask_arg, do, den, delta, qmax, w, st, zt, dq, *common, hq, hq // hkv,
                               *strides, HAS_MASK=has_mask, num_warps=8, **consts)
-        # fp32's three-pass tiles with 3 pipeline stages asked for 241 KB of shared memory (H100: 227 KB)
-        _bwd_dkv[(nc, b * hkv)](q, k, v, mask_arg, do, den, o, qmax, w, rt, rzt, dk, dv, *common, hkv, hq // hkv,
-                                *strides, HAS_MASK=has_mask, num_warps=8,
-                                num_stages=1 if q.dtype == torch.float32 else 3, **consts)
+        _bwd_dkv[(nc, b * hkv)](q, k, v, mask_arg, do, den, delta, qmax, w, rt, rzt, dk, dv, *common, hkv, hq // hkv,
+                                *strides, HAS_MASK=has_mask, num_warps=8, **consts)
         if not ctx.has_init:
             return dq, dk, dv, None, None, None, None, None, None
         ds0 = total_r[:, :m, :d].reshape(b, hkv, m, d)
