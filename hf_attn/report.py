@@ -1,7 +1,8 @@
 """`hf-attn report RUNS...`: one report.md with plots and the GO/NO-GO verdict per variant (M6).
 
-The rule (note 004, DESIGN.md 3), a pure function below (`verdict`), compared within one task, corpus and
-starting point (scratch or the same pretrained model) against the `sdpa` baseline without wrapper:
+The rule (note 004, DESIGN.md 3), a pure function below (`verdict`), compared within one task, corpus,
+starting point (scratch or the same pretrained model) and number of training steps against the `sdpa`
+baseline without wrapper (a 100-step sweep point is not judged against a 400-step baseline):
 
     GO  iff  quality within +5% of the baseline  AND  ( peak memory >= 20% lower at the same seq_len
                                                        OR >= 2x the baseline's seq_len at no more memory )
@@ -27,7 +28,8 @@ RULE = (
     "GO if the variant's held-out quality is within +5% of the sdpa baseline's (bpc / perplexity at most 1.05x, "
     "copy accuracy at least 0.95x) AND either its peak memory is at least 20% lower at the same seq_len, or it "
     "trains at >= 2x the baseline's seq_len using no more peak memory than the baseline (quality then compared "
-    "with the baseline at its own seq_len). Otherwise NO-GO."
+    "with the baseline at its own seq_len). Otherwise NO-GO. Compared only with a baseline of the same task, data, "
+    "starting point and number of training steps."
 )
 
 
@@ -88,22 +90,28 @@ def group_key(s: dict[str, Any]) -> tuple:
     return (s["task"], s["data"], s["pretrained"])
 
 
+def verdict_key(s: dict[str, Any]) -> tuple:
+    """Runs judged against each other: one task group trained for the same number of steps."""
+    return (*group_key(s), int(s["steps"]))
+
+
 def verdicts(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (task group, variant) with its points and verdict against that group's sdpa baseline."""
+    """One row per (task group, steps, variant) with its points and verdict against that group's sdpa baseline."""
     groups: dict[tuple, dict[str, list[Point]]] = defaultdict(lambda: defaultdict(list))
     higher: dict[tuple, bool] = {}
     for s in summaries:
         if not (s["finished"] and _finite(s["quality"]) and _finite(s["peak_mem_mb"])):
             continue
-        groups[group_key(s)][s["variant"]].append(Point(int(s["seq_len"]), float(s["quality"]), float(s["peak_mem_mb"])))
-        higher[group_key(s)] = s["quality_metric"] == "eval_acc"
+        groups[verdict_key(s)][s["variant"]].append(Point(int(s["seq_len"]), float(s["quality"]), float(s["peak_mem_mb"])))
+        higher[verdict_key(s)] = s["quality_metric"] == "eval_acc"
     rows = []
     for key, variants in groups.items():
         for name, points in sorted(variants.items()):
             if name == "sdpa":
                 continue
             v = verdict(variants.get("sdpa", []), points, higher[key])
-            rows.append({"task": key[0], "data": key[1], "pretrained": key[2], "variant": name, "verdict": v})
+            rows.append({"task": key[0], "data": key[1], "pretrained": key[2], "steps": key[3], "variant": name,
+                         "verdict": v})
     return rows
 
 
@@ -213,13 +221,14 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
     lines += ["## GO/NO-GO", "", f"Rule: {RULE}", ""]
     rows = verdicts(summaries)
     if rows:
-        lines += ["| task | data | start | variant | verdict | why |", "|---|---|---|---|---|---|"]
+        lines += ["| task | data | start | steps | variant | verdict | why |", "|---|---|---|---|---|---|---|"]
     else:
         lines.append("No verdict: it needs finished runs (final.json) of a variant and of its sdpa baseline on the same "
                      "task and data; unfinished runs are listed below with their last evaluation only.")
     for v in rows:
         start = "pretrained" if v["pretrained"] else "scratch"
-        lines.append(f"| {v['task']} | {v['data']} | {start} | {v['variant']} | **{v['verdict'].label}** | {v['verdict'].reason} |")
+        lines.append(f"| {v['task']} | {v['data']} | {start} | {v['steps']} | {v['variant']} | **{v['verdict'].label}** "
+                     f"| {v['verdict'].reason} |")
     lines += ["", "## Runs", "",
               "| run | task | variant | T | steps | eval loss | quality | tokens/s | peak MB | trainable params | device |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -29,19 +29,19 @@ def test_rule_accuracy_and_missing_baseline():
     assert verdict([], [Point(129, 1.0, 1.0)]).label == "n/a"
 
 
-def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None, recipe_name=None):
+def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None, recipe_name=None, steps=30):
     path = root / name
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(yaml.safe_dump({"name": recipe_name or name, "task": "char", "data": {"seq_len": seq_len},
                                                       "model": {"attention": attention, "wrapper": wrapper}}))
     m = MetricsCsv(path / "metrics.csv")
-    for step in (10, 20, 30):
+    for step in (steps // 3, 2 * steps // 3, steps):
         m.rows.append({"step": step, "loss": 3.0 / step, "tokens_per_s": tok_s, "peak_mem_mb": mem})
     m.rows[-1].update({"eval_loss": bpc * 0.693, "eval_bpc": bpc})
     m.flush()
     (path / "run.json").write_text(json.dumps({"data": "char-LM on fixture corpus: 1 M chars", "quality_metric": "eval_bpc",
                                                "memory_kind": "cuda_max_allocated", "params_trainable": 1000}))
-    (path / "final.json").write_text(json.dumps({"step": 30}))
+    (path / "final.json").write_text(json.dumps({"step": steps}))
     return path
 
 
@@ -75,3 +75,15 @@ def test_runs_are_named_by_their_folder_not_their_recipe(tmp_path):
     (runs / "rec_gauge" / "final.json").unlink()  # an unfinished variant: no verdict, and the report says why
     text = build_report([runs], tmp_path / "out2", command="hf-attn report runs").read_text()
     assert "No verdict: it needs finished runs" in text and "(unfinished)" in text
+
+
+def test_verdicts_compare_runs_of_equal_length(tmp_path):
+    """A 100-step sweep point is not judged against a 400-step baseline, only against one of its own length."""
+    runs = tmp_path / "runs"
+    fixture_run(runs, "sdpa_long", "sdpa", 512, 2.0, 1000, 5000, steps=400)
+    fixture_run(runs, "holo_short", "holo", 512, 3.0, 500, 5000, steps=100)
+    text = build_report([runs], tmp_path / "out").read_text()
+    assert "| 100 | holo | **n/a** | no baseline run |" in text
+    fixture_run(runs, "sdpa_short", "sdpa", 512, 2.9, 1000, 5000, steps=100)
+    text = build_report([runs], tmp_path / "out2").read_text()
+    assert "| 100 | holo | **GO** |" in text

@@ -14,6 +14,7 @@ import os
 import torch
 
 HEAD_DIMS = (32, 64, 96, 128)  # head_dim values the kernels are built and tested for
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # input dtypes they accumulate in fp32 for
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,9 +27,10 @@ def kernels_enabled(x: torch.Tensor) -> bool:
 
     `HF_ATTN_TRITON=0` turns the kernels off (PyTorch path everywhere); anything else means automatic.
     fp32 inputs with head_dim > 64 stay on the PyTorch path: their tf32x3 tiles need more shared memory
-    than a Hopper block has even at 32 tokens per block (see `token_block`).
+    than a Hopper block has even at 32 tokens per block (see `token_block`). float64 stays there too: the
+    kernels compute in fp32 at best, and fp64 tiles overflowed shared memory on the H100.
     """
-    if os.environ.get("HF_ATTN_TRITON", "auto") == "0":
+    if os.environ.get("HF_ATTN_TRITON", "auto") == "0" or x.dtype not in DTYPES:
         return False
     if x.dtype == torch.float32 and x.shape[-1] > 64:
         return False
