@@ -15,6 +15,8 @@ Design (a chunked scan; each pass reads a block once, yet the kernels run far be
   decoding.
 - Pass 2 (`_fwd`): each block recomputes its bound pairs, scans them in registers (`tl.cumsum`) on top of
   its starting memory, and retrieves for all query heads of its group (GQA without repeating k/v).
+  A call of one block (a decoding step, a short prompt) skips pass 1 and the scan: `_fwd` starts from the
+  carried state and writes the final one, one launch per layer and token.
 - Backward mirrors it: a block-sum pass of `dM` over the group's query heads (`_bwd_state`), a reverse
   `scan_blocks_` giving every block the `dM` of all later blocks (and the gradient of the initial state),
   then two passes: `_bwd_dq` rebuilds the block's memory as `_fwd` does and writes dq of every query head
@@ -227,14 +229,18 @@ def _fwd_state(k_ptr, v_ptr, mask_ptr, cm_ptr, sm_ptr, st_ptr,
 
 
 @triton.jit
-def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, start_ptr, o_ptr,
+def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, start_ptr, o_ptr, final_ptr,
          T, D, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot, NB,
-         DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-         HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+         DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr, HAS_MASK: tl.constexpr,
+         UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr, STORE_FINAL: tl.constexpr):
     blk, bh, b, h, t, f, is0 = _block(HKV, FP, BT)
     mr, mi = _memory(k_ptr + b * s_kb + h * s_kh, v_ptr + b * s_vb + h * s_vh, mask_ptr + b * T,
                      start_ptr + (bh * NB + blk) * 2 * FP, s_kt, s_vt, t, f, T, D, cm_ptr, sm_ptr, is0,
                      DP, FP, BT, KC, HAS_MASK, UNITARY, SOFT2, PREC)
+    if STORE_FINAL:  # a single block: its memory after the last row (rows past T add nothing) is the final state
+        last = (tl.arange(0, BT) == BT - 1)[:, None]
+        tl.store(final_ptr + bh * 2 * FP + f, tl.sum(tl.where(last, mr, 0.0), axis=0))
+        tl.store(final_ptr + bh * 2 * FP + FP + f, tl.sum(tl.where(last, mi, 0.0), axis=0))
     inv_n = _inv_counts(n_ptr + b * T, t, T)[:, None]
     for g in range(G):
         hq = h * G + g
@@ -370,15 +376,21 @@ class _HoloCausal(torch.autograd.Function):
         consts = dict(DP=dp, FP=fp, BT=bt, UNITARY=unitary, SOFT2=SOFT**2, PREC=dot_precision(q.dtype))
         has_mask = mask is not None
         mask_arg = mask if has_mask else counts  # any float pointer; unread without HAS_MASK
-        st = torch.empty(b * hkv, nb, 2, fp, device=q.device, dtype=torch.float32)
         grid = (nb, b * hkv)
-        _fwd_state[grid](k, v, mask_arg, cm, sm, st, t, d, hkv, *k.stride()[:3], *v.stride()[:3], nb,
-                         HAS_MASK=has_mask, **_launch("_fwd_state", consts))
-        final = scan_blocks_(st, init).view(b, hkv, 2, fp)  # st now holds each block's starting memory
+        single = nb == 1  # decoding and short prompts: no block-sum pass, no scan, `_fwd` writes the final state
+        if single:
+            final = torch.empty(b, hkv, 2, fp, device=q.device, dtype=torch.float32)
+            st = (init.reshape(b * hkv, 1, 2, fp).contiguous() if init is not None
+                  else final.new_zeros(b * hkv, 1, 2, fp))
+        else:
+            st = torch.empty(b * hkv, nb, 2, fp, device=q.device, dtype=torch.float32)
+            _fwd_state[grid](k, v, mask_arg, cm, sm, st, t, d, hkv, *k.stride()[:3], *v.stride()[:3], nb,
+                             HAS_MASK=has_mask, **_launch("_fwd_state", consts))
+            final = scan_blocks_(st, init).view(b, hkv, 2, fp)  # st now holds each block's starting memory
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
-        _fwd[grid](q, k, v, mask_arg, counts, cm, sm, icr, ici, st, o, t, d, hkv, hq // hkv,
+        _fwd[grid](q, k, v, mask_arg, counts, cm, sm, icr, ici, st, o, final, t, d, hkv, hq // hkv,
                    *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nb,
-                   HAS_MASK=has_mask, **_launch("_fwd", consts))
+                   HAS_MASK=has_mask, STORE_FINAL=single, **_launch("_fwd", consts))
         ctx.save_for_backward(q, k, v, mask, counts, st)
         ctx.consts, ctx.has_mask, ctx.has_init = consts, has_mask, init is not None
         ctx.mark_non_differentiable(final)

@@ -48,12 +48,13 @@ def test_pack_roundtrip():
     torch.testing.assert_close(kt.unpack_spectrum(kt.pack_spectrum(spec, kt.state_width(96)), 96), spec)
 
 
-def test_gradient_reaches_the_carried_state():
+@pytest.mark.parametrize("t", [20, 40])  # one block (no block-sum pass or scan) and two
+def test_gradient_reaches_the_carried_state(t):
     """The output is linear in the carried memory, so its gradient must predict any change of it exactly."""
-    q, k, v, _ = inputs(1, 2, 1, 40, 32, torch.float32, False)
+    q, k, v, _ = inputs(1, 2, 1, t, 32, torch.float32, False)
     mem0 = torch.randn(1, 1, 2, kt.state_width(32), device=q.device, requires_grad=True)
     n0 = torch.full((1,), 5.0, device=q.device)
-    g = torch.randn(1, 40, 2, 32, device=q.device)
+    g = torch.randn(1, t, 2, 32, device=q.device)
     (kt.holo_causal(q, k, v, init=(mem0, n0))[0] * g).sum().backward()
     step = torch.randn_like(mem0) * 0.1
     with torch.no_grad():
