@@ -6,6 +6,7 @@ timings) and peak memory above the inputs, all in one process so the ratios are 
     python recipes/bench_kernels.py --out results/kernels            # H100: ~3 min
     python recipes/bench_kernels.py --graphs --out results/kernels   # + CUDA-graph replay timings
     python recipes/bench_kernels.py --smoke --out /tmp/kernels       # CPU, tiny sizes, PyTorch paths only
+    python recipes/bench_kernels.py --replot docs/bench/kernels_h100.json --out /tmp/k   # table + plot again
 Writes `kernels.json`, `kernels.md` (table) and `kernels.png` under --out. Event timings include the host's
 launch cost (what a plain eager call costs); `--graphs` adds replays of captured CUDA graphs, the device's own
 time, which is what separates a kernel's speed from launch overhead at short T.
@@ -193,14 +194,18 @@ def table(rows: list[dict], lengths: list[int], timing: str = "") -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], env: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "fwdbwd_ms", "forward+backward ms"), (axes[1], "fwdbwd_peak_MiB", "peak MiB")):
+    panels = [("fwdbwd_ms", "forward+backward ms (CUDA events)")]
+    if any("fwdbwd_graph_ms" in r for r in rows):
+        panels.append(("fwdbwd_graph_ms", "forward+backward ms (CUDA-graph replay)"))
+    panels.append(("fwdbwd_peak_MiB", "peak MiB"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for ax, (key, label) in zip(axes, panels):
         for n in dict.fromkeys(r["name"] for r in rows):
             pts = [(r["T"], r[key]) for r in rows if r["name"] == n and key in r]
             if pts:
@@ -211,7 +216,8 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle("causal attention, bf16, B=1, H=16, D=64")
+    fig.suptitle(f"causal attention, {env['dtype'].removeprefix('torch.')}, B=1, H={env['heads']}, "
+                 f"D={env['head_dim']}, {env['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -222,7 +228,13 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (checks the script, not the speed)")
     p.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384, 65536])
     p.add_argument("--graphs", action="store_true", help="also time CUDA-graph replays (the device's own time)")
+    p.add_argument("--replot", metavar="KERNELS_JSON", help="re-render kernels.md/png from a saved kernels.json; no timing")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        write_report(saved["rows"], saved["env"], out)
+        return
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     lengths, heads, dim = ([128, 256], 2, 64) if args.smoke else (args.lengths, 16, 64)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
@@ -233,15 +245,20 @@ def main(argv=None) -> None:
             if name.endswith("_torch") and t > 16384:
                 continue  # the PyTorch reference paths are shown up to 16k (their 64k run takes minutes)
             rows.append(measure(name, fn, t, heads, dim, device, dtype, args.graphs and device == "cuda"))
-    out = Path(args.out)
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
            "dtype": str(dtype), "heads": heads, "head_dim": dim}
     write_text_atomic(out / "kernels.json", json.dumps({"env": env, "rows": rows}, indent=1))
+    write_report(rows, env, out)
+
+
+def write_report(rows: list[dict], env: dict, out: Path) -> None:
+    """`kernels.md` (event table, plus the graph table when timed) and `kernels.png` under `out`."""
+    lengths = list(dict.fromkeys(r["T"] for r in rows))
     md = table(rows, lengths)
     if any("fwdbwd_graph_ms" in r for r in rows):
         md += "\n\nCUDA-graph replays (no host launch cost):\n\n" + table(rows, lengths, "_graph")
     write_text_atomic(out / "kernels.md", md + "\n")
-    plot(rows, out / "kernels.png")
+    plot(rows, env, out / "kernels.png")
     print(md)
 
 
