@@ -7,7 +7,7 @@
 #   SMOLLM2: a from_pretrained folder (default 'smollm2' = hf_attn.assets.smollm2_path(), needs gguf on first use)
 #   SMOKE=1: tiny sizes and 2 steps, to check the script on a CPU in a few minutes.
 #   STAGES="m13 m2 m4 m4tt m5": the milestones to run (default all; m4 = seq_len x attention, m4tt = seq_len x
-#   TT rank); M5 prunes the char-LM runs of M1-M3, else the T=1024 sweep runs of M4, else trains the two
+#   TT rank, plus dense sdpa at the same points when m4 is not run); M5 prunes the char-LM runs of M1-M3, else the T=1024 sweep runs of M4, else trains the two
 #   char-LMs it prunes. The report covers whatever ran.
 set -uo pipefail
 OUT=${OUT:-results/evidence}
@@ -73,6 +73,15 @@ YAML
   echo "sweep seq x attention: $((SECONDS - t0)) s"; cat "$OUT/sweeps/seq_attention/sweep.csv"
 fi
 if stage m4tt && [[ $HAVE_TT == 1 ]]; then
+  if ! stage m4; then  # the TT points' baseline: dense sdpa at the same seq_lens and steps (M4 runs it otherwise)
+    cat > "$OUT/sweeps/seq_sdpa.yaml" <<YAML
+base: $PWD/recipes/charlm_sdpa.yaml
+out_dir: $OUT/sweeps/seq_sdpa
+grid: {data.seq_len: $SEQS}
+set: {$SWEEP_SET}
+YAML
+    python -m hf_attn.cli sweep "$OUT/sweeps/seq_sdpa.yaml" > "$OUT/sweeps/seq_sdpa.log" 2>&1
+  fi
   cat > "$OUT/sweeps/seq_rank_tt.yaml" <<YAML
 base: $PWD/recipes/charlm_tt.yaml
 out_dir: $OUT/sweeps/seq_rank_tt
