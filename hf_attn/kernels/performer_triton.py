@@ -144,8 +144,8 @@ def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, hq, HQ, 
                  s_ob, s_oh, s_ot, scale, FROM_O: tl.constexpr, store_delta):
     """Scaled queries, their halves-of-squares and row maxima, `g_num = dO/den`, `g_den = -delta/den` with
     `delta = rowsum(dO * O)`. `_bwd_state` (FROM_O) forms delta from `o`, the forward's `(B, T, HQ, D)` output,
-    and stores it where `store_delta`; the later kernels load it (an O tile more in `_bwd_dkv` overflowed
-    the H100's shared memory for fp32 inputs)."""
+    and stores it where `store_delta`; the later kernels load the vector instead of an O tile per feature
+    block (and no torch ops per call compute it)."""
     q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     row = (b * HQ + hq) * T + t
     den = tl.load(den_ptr + row, mask=t < T, other=1.0)
