@@ -33,6 +33,7 @@ import triton.language as tl
 
 from . import dot_precision, token_block
 from .scan import scan_blocks_
+from .tiles import load_rows, unit_last_stride
 
 SOFT = 0.1  # must equal hf_attn.attention.holo.SOFT (checked by the tests)
 # Launch settings per (tokens per block, dot precision) and kernel: (KC, num_warps, num_stages), KC being the
@@ -78,14 +79,6 @@ def _block(HKV, FP: tl.constexpr, BT: tl.constexpr):
 
 
 @triton.jit
-def _load_rows(ptr, t, stride_t, d, T, D):
-    """`(BT, len(d))` fp32 tile of rows `t`, columns `d`, zero outside `t < T`, `d < D`."""
-    return tl.load(ptr + t[:, None] * stride_t + d[None, :], mask=(t[:, None] < T) & (d[None, :] < D), other=0.0).to(
-        tl.float32
-    )
-
-
-@triton.jit
 def _spectra(x_ptr, s_xt, t, T, D, scale, ar_ptr, ai_ptr, s_ak: tl.constexpr, s_af: tl.constexpr, f,
              DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr, PREC: tl.constexpr):
     """`(x * scale) @ A` for rows `t` of x and a real pair `A = (ar, ai)` of `(DP, FP)` matrices (element `[k, f]`
@@ -96,7 +89,7 @@ def _spectra(x_ptr, s_xt, t, T, D, scale, ar_ptr, ai_ptr, s_ak: tl.constexpr, s_
     ss = tl.zeros((BT,), dtype=tl.float32)
     for k0 in range(0, DP, KC):
         k = k0 + tl.arange(0, KC)
-        x = _load_rows(x_ptr, t, s_xt, k, T, D) * scale
+        x = load_rows(x_ptr, t, s_xt, k, T, D) * scale
         a = k[:, None] * s_ak + f[None, :] * s_af
         xr = tl.dot(x, tl.load(ar_ptr + a), xr, input_precision=PREC)
         xi = tl.dot(x, tl.load(ai_ptr + a), xi, input_precision=PREC)
@@ -115,7 +108,7 @@ def _to_rows(yr, yi, br_ptr, bi_ptr, s_bf: tl.constexpr, s_bn: tl.constexpr, f, 
         out = (tl.dot(yr, tl.load(br_ptr + bm), input_precision=PREC)
                + tl.dot(yi, tl.load(bi_ptr + bm), input_precision=PREC))
         if ADD_X:
-            out = c[:, None] * _load_rows(x_ptr, t, s_xt, n, T, D) + out
+            out = c[:, None] * load_rows(x_ptr, t, s_xt, n, T, D) + out
         tl.store(out_ptr + t[:, None] * s_ot + n[None, :], out.to(out_ptr.dtype.element_ty),
                  mask=(t[:, None] < T) & (n[None, :] < D))
 
@@ -359,14 +352,10 @@ def dft_matrices(d: int, device) -> tuple[torch.Tensor, ...]:
     return _MATRICES[key]
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
 class _HoloCausal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, counts, init, unitary):
-        q, k, v = _rows(q), _rows(k), _rows(v)
+        q, k, v = unit_last_stride(q), unit_last_stride(k), unit_last_stride(v)
         b, hq, t, d = q.shape
         hkv = k.shape[1]
         cm, sm, icr, ici = dft_matrices(d, q.device)
@@ -404,7 +393,7 @@ class _HoloCausal(torch.autograd.Function):
         hkv = k.shape[1]
         cm, sm, icr, ici = dft_matrices(d, q.device)
         nb, fp = start.shape[1], start.shape[-1]
-        do = _rows(do)
+        do = unit_last_stride(do)
         grid = (nb, b * hkv)
         dst = torch.empty_like(start)
         _bwd_state[grid](q, do, counts, cm, sm, icr, ici, dst, t, d, hkv, hq // hkv, *q.stride()[:3],

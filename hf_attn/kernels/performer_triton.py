@@ -25,16 +25,10 @@ import triton.language as tl
 from ..attention.performer import key_stabiliser
 from . import dot_precision, token_block
 from .scan import scan_blocks_
+from .tiles import load_rows, unit_last_stride
 
 BLOCK_M = 64
 TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path uses
-
-
-@triton.jit
-def _rows(ptr, t, stride_t, d, T, D):
-    return tl.load(ptr + t[:, None] * stride_t + d[None, :], mask=(t[:, None] < T) & (d[None, :] < D), other=0.0).to(
-        tl.float32
-    )
 
 
 @triton.jit
@@ -53,8 +47,8 @@ def _load_w(w_ptr, mb, d, M, D, BM: tl.constexpr):
 @triton.jit
 def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, scale,
                   HAS_MASK: tl.constexpr):
-    k = _rows(k_ptr + b * s_kb + h * s_kh, t, s_kt, d, T, D) * scale
-    v = _rows(v_ptr + b * s_vb + h * s_vh, t, s_vt, d, T, D)
+    k = load_rows(k_ptr + b * s_kb + h * s_kh, t, s_kt, d, T, D) * scale
+    v = load_rows(v_ptr + b * s_vb + h * s_vh, t, s_vt, d, T, D)
     if HAS_MASK:
         m = tl.load(mask_ptr + b * T + t, mask=t < T, other=0.0)
     else:
@@ -110,7 +104,7 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
          DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
          HAS_MASK: tl.constexpr, PREC: tl.constexpr):
     c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
-    q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
+    q = load_rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     q_sq = 0.5 * tl.sum(q * q, 1)
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
                                   scale, HAS_MASK)
@@ -146,14 +140,14 @@ def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, hq, HQ, 
     `delta = rowsum(dO * O)`. `_bwd_state` (FROM_O) forms delta from `o`, the forward's `(B, T, HQ, D)` output,
     and stores it where `store_delta`; the later kernels load the vector instead of an O tile per feature
     block (and no torch ops per call compute it)."""
-    q = _rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
+    q = load_rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     row = (b * HQ + hq) * T + t
     den = tl.load(den_ptr + row, mask=t < T, other=1.0)
     qmax = tl.load(qmax_ptr + row, mask=t < T, other=0.0)
     inv = tl.where(den > 0, 1.0 / tl.maximum(den, TINY), 0.0)  # a query that sees no key has no gradient
-    do = _rows(do_ptr + b * s_ob + hq * s_oh, t, s_ot, d, T, D)
+    do = load_rows(do_ptr + b * s_ob + hq * s_oh, t, s_ot, d, T, D)
     if FROM_O:
-        delta = tl.sum(do * _rows(o_ptr + (b * T * HQ + hq) * D, t, HQ * D, d, T, D), 1)
+        delta = tl.sum(do * load_rows(o_ptr + (b * T * HQ + hq) * D, t, HQ * D, d, T, D), 1)
         if store_delta:
             tl.store(delta_ptr + row, delta, mask=t < T)
     else:
@@ -258,14 +252,10 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr
     tl.store(dv_ptr + base, dv.to(dv_ptr.dtype.element_ty), mask=io)
 
 
-def _unit_last(x: torch.Tensor) -> torch.Tensor:
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
 class _PerformerCausal(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, w, s0, z0, scale, kstab):
-        q, k, v = _unit_last(q), _unit_last(k), _unit_last(v)
+        q, k, v = unit_last_stride(q), unit_last_stride(k), unit_last_stride(v)
         b, hq, t, d = q.shape
         hkv = k.shape[1]
         m = w.shape[0]
@@ -307,7 +297,7 @@ class _PerformerCausal(torch.autograd.Function):
         b, hq, t, d = q.shape
         hkv, m = k.shape[1], w.shape[0]
         nc, mp = st.shape[1], st.shape[2]
-        do = _unit_last(do)
+        do = unit_last_stride(do)
         mask_arg = mask if has_mask else w
         grad_strides = (do.stride(0), do.stride(2), do.stride(1))
         rt = torch.empty_like(st)
