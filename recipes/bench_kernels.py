@@ -6,6 +6,7 @@ timings) and peak memory above the inputs, all in one process so the ratios are 
     python recipes/bench_kernels.py --out results/kernels            # H100: ~3 min
     python recipes/bench_kernels.py --graphs --out results/kernels   # + CUDA-graph replay timings
     python recipes/bench_kernels.py --smoke --out /tmp/kernels       # CPU, tiny sizes, PyTorch paths only
+    python recipes/bench_kernels.py --methods performer fla_chunk_linear_attn sdpa_cudnn --out DIR  # some rows
     python recipes/bench_kernels.py --replot docs/bench/kernels_h100.json --out /tmp/k   # table + plot again
 Writes `kernels.json`, `kernels.md` (table) and `kernels.png` under --out. Event timings include the host's
 launch cost (what a plain eager call costs); `--graphs` adds replays of captured CUDA graphs, the device's own
@@ -228,6 +229,7 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (checks the script, not the speed)")
     p.add_argument("--lengths", type=int, nargs="*", default=[1024, 4096, 16384, 65536])
     p.add_argument("--graphs", action="store_true", help="also time CUDA-graph replays (the device's own time)")
+    p.add_argument("--methods", nargs="*", help="time only these rows (names as in the table; default: all)")
     p.add_argument("--replot", metavar="KERNELS_JSON", help="re-render kernels.md/png from a saved kernels.json; no timing")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -239,9 +241,14 @@ def main(argv=None) -> None:
     lengths, heads, dim = ([128, 256], 2, 64) if args.smoke else (args.lengths, 16, 64)
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     torch.manual_seed(0)
+    chosen = methods(device)
+    unknown = set(args.methods or ()) - set(chosen)
+    if unknown:
+        p.error(f"unknown --methods {sorted(unknown)}; choose from {sorted(chosen)}")
+    chosen = {n: fn for n, fn in chosen.items() if not args.methods or n in args.methods}
     rows = []
     for t in lengths:
-        for name, fn in methods(device).items():
+        for name, fn in chosen.items():
             if name.endswith("_torch") and t > 16384:
                 continue  # the PyTorch reference paths are shown up to 16k (their 64k run takes minutes)
             rows.append(measure(name, fn, t, heads, dim, device, dtype, args.graphs and device == "cuda"))

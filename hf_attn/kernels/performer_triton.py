@@ -9,7 +9,8 @@ Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_blo
 - `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; `scan.scan_blocks_` (in place)
   turns them into each chunk's starting state (and the final state for decoding).
 - `_fwd`: per (chunk, query head): inter-chunk `phi(q) S`, intra-chunk dense `tril(phi(q) phi(k)^T) v`;
-  the features are computed in registers and never written out. Saves the row maxima and denominators.
+  the features are computed in registers and never written out, the query stabiliser is an online row
+  maximum. Saves the row maxima and denominators.
 - Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den` (the row sum formed by `_bwd_state`):
   `_bwd_state` (reverse states `phi(Q)^T [g_num, g_den]`), a reverse `scan_blocks_`, `_bwd_dq` per query
   head and `_bwd_dkv` per key/value head (loops over its query heads: GQA without repeating k/v).
@@ -28,14 +29,45 @@ from .scan import scan_blocks_
 from .tiles import load_rows, unit_last_stride
 
 BLOCK_M = 64
+
+
+def operand_type(dtype: torch.dtype) -> str:
+    """Operands of the kernels' products of features, states and gradients: "bf16" for bf16 inputs (twice
+    the tensor-core rate of tf32 and half the shared-memory traffic, at the precision of the bf16 output and
+    with fp32's range, which small key features need), "fp32" (at `dot_precision`) otherwise; fp16's range
+    would flush small features to zero. The projections that feed `exp` always use fp32 operands (`_logits`).
+    Triton's interpreter computes bf16 `tl.dot` wrongly (3.6 and 3.9), so there "bf16_rounded" rounds the
+    operands to bf16 and multiplies in fp32: the same exact products and fp32 sums."""
+    if dtype != torch.bfloat16:
+        return "fp32"
+    return "bf16_rounded" if triton.knobs.runtime.interpret else "bf16"
+
+
 TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path uses
+
+
+@triton.jit
+def _mm(a, b, OP: tl.constexpr, PREC: tl.constexpr):
+    """`a @ b` with fp32 result and operands as `operand_type` says."""
+    if OP == "bf16":
+        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    if OP == "bf16_rounded":
+        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
+def _logits(x, w, half_sq, PREC: tl.constexpr):
+    """`x' W^T - |x'|^2/2` of a `(C, DP)` tile against a `(BM, DP)` feature block -> `(C, BM)`, always fp32
+    operands: an error of e in a logit is a relative error of e in its feature, so bf16 operands (e ~ 0.1
+    at |x'||W| ~ 50) would be too coarse."""
+    return tl.dot(x, tl.trans(w), input_precision=PREC) - half_sq[:, None]
 
 
 @triton.jit
 def _feat(x, w, half_sq, stab, col_ok, inv_sqrt_m, PREC: tl.constexpr):
     """`phi` of a `(C, DP)` tile against a `(BM, DP)` block of features -> `(C, BM)`; dead columns are 0."""
-    proj = tl.dot(x, tl.trans(w), input_precision=PREC)
-    return tl.where(col_ok, tl.exp(proj - half_sq[:, None] - stab) * inv_sqrt_m, 0.0)
+    return tl.where(col_ok, tl.exp(_logits(x, w, half_sq, PREC) - stab) * inv_sqrt_m, 0.0)
 
 
 @triton.jit
@@ -60,7 +92,7 @@ def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_
 def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
                T, D, M, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NC, scale, kstab, inv_sqrt_m,
                DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
-               HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+               HAS_MASK: tl.constexpr, PREC: tl.constexpr, OP: tl.constexpr):
     c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // HKV, bh % HKV
     t = c * C + tl.arange(0, C)
@@ -70,21 +102,15 @@ def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
     w, j = _load_w(w_ptr, mb, d, M, D, BM)
     kf = _feat(k, w, k_sq, kstab, (j < M)[None, :], inv_sqrt_m, PREC) * m[:, None]
     base = (bh * NC + c) * MP + j
-    tl.store(st_ptr + base[:, None] * DP + d[None, :], tl.dot(tl.trans(kf), v, input_precision=PREC))
+    tl.store(st_ptr + base[:, None] * DP + d[None, :], _mm(tl.trans(kf), v, OP, PREC))
     tl.store(zt_ptr + base, tl.sum(kf, 0))
 
 
 @triton.jit
-def _block_features(q, q_sq, qmax, k, k_sq, m, w_ptr, st_ptr, zt_ptr, mb, d, M, D, bh, NC, c, kstab, inv_sqrt_m,
-                    DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, PREC: tl.constexpr):
-    """Feature block `mb` of a chunk: its projections `w`, query and (masked) key features, and the chunk's
-    starting state rows `S`, `z` for those features."""
-    w, j = _load_w(w_ptr, mb, d, M, D, BM)
-    ok = (j < M)[None, :]
-    qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-    kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+def _chunk_state(st_ptr, zt_ptr, mb, j, d, bh, NC, c, DP: tl.constexpr, MP: tl.constexpr):
+    """The chunk's starting state rows `S`, `z` for feature block `mb` (columns `j`)."""
     base = (bh * NC + c) * MP + j
-    return w, qf, kf, tl.load(st_ptr + base[:, None] * DP + d[None, :]), tl.load(zt_ptr + base)
+    return tl.load(st_ptr + base[:, None] * DP + d[None, :]), tl.load(zt_ptr + base)
 
 
 @triton.jit
@@ -102,29 +128,34 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
          T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
          NC, scale, kstab, inv_sqrt_m,
          DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
-         HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+         HAS_MASK: tl.constexpr, PREC: tl.constexpr, OP: tl.constexpr):
+    """Query stabiliser by online maximum (flash attention's rescaling): the sums so far are multiplied by
+    `exp(old max - new max)` when a feature block raises a row's maximum, so the projections are formed once."""
     c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
     q = load_rows(q_ptr + b * s_qb + hq * s_qh, t, s_qt, d, T, D) * scale
     q_sq = 0.5 * tl.sum(q * q, 1)
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
                                   scale, HAS_MASK)
     qmax = tl.full((C,), float("-inf"), tl.float32)
-    for mb in range(MP // BM):
-        w, j = _load_w(w_ptr, mb, d, M, D, BM)
-        proj = tl.dot(q, tl.trans(w), input_precision=PREC)
-        qmax = tl.maximum(qmax, tl.max(tl.where((j < M)[None, :], proj - q_sq[:, None], float("-inf")), 1))
     num = tl.zeros((C, DP), tl.float32)
     den = tl.zeros((C,), tl.float32)
     a = tl.zeros((C, C), tl.float32)
     for mb in range(MP // BM):
-        w, qf, kf, s, z = _block_features(q, q_sq, qmax, k, k_sq, m, w_ptr, st_ptr, zt_ptr, mb, d, M, D, bh, NC, c,
-                                          kstab, inv_sqrt_m, DP, MP, BM, PREC)
-        num += tl.dot(qf, s, input_precision=PREC)
-        den += tl.sum(qf * z[None, :], 1)
-        a += tl.dot(qf, tl.trans(kf), input_precision=PREC)
+        w, j = _load_w(w_ptr, mb, d, M, D, BM)
+        ok = (j < M)[None, :]
+        lq = _logits(q, w, q_sq, PREC)
+        new = tl.maximum(qmax, tl.max(tl.where(ok, lq, float("-inf")), 1))
+        rescale = tl.exp(qmax - new)
+        qmax = new
+        qf = tl.where(ok, tl.exp(lq - new[:, None]) * inv_sqrt_m, 0.0)
+        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        s, z = _chunk_state(st_ptr, zt_ptr, mb, j, d, bh, NC, c, DP, MP)
+        num = num * rescale[:, None] + _mm(qf, s, OP, PREC)
+        den = den * rescale + tl.sum(qf * z[None, :], 1)
+        a = a * rescale[:, None] + _mm(qf, tl.trans(kf), OP, PREC)
     i = tl.arange(0, C)
     a = tl.where(i[:, None] >= i[None, :], a, 0.0)
-    num += tl.dot(a, v, input_precision=PREC)
+    num += _mm(a, v, OP, PREC)
     den += tl.sum(a, 1)
     out = num / tl.maximum(den, TINY)[:, None]
     tl.store(o_ptr + b * s_ob + hq * s_oh + t[:, None] * s_ot + d[None, :], out.to(o_ptr.dtype.element_ty),
@@ -158,7 +189,8 @@ def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, hq, HQ, 
 @triton.jit
 def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
                T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NC, scale, inv_sqrt_m,
-               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr):
+               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+               OP: tl.constexpr):
     c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // HKV, bh % HKV
     t = c * C + tl.arange(0, C)
@@ -172,7 +204,7 @@ def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr
                                              HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
                                              True, mb == 0)
         qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-        r += tl.dot(tl.trans(qf), gn, input_precision=PREC)
+        r += _mm(tl.trans(qf), gn, OP, PREC)
         rz += tl.sum(qf * gd[:, None], 0)
     base = (bh * NC + c) * MP + j
     tl.store(rt_ptr + base[:, None] * DP + d[None, :], r)
@@ -184,23 +216,25 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr,
             T, D, M, HQ, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
             NC, scale, kstab, inv_sqrt_m,
             DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
-            HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+            HAS_MASK: tl.constexpr, PREC: tl.constexpr, OP: tl.constexpr):
     c, bhq, b, hq, h, bh, t, d = _query_block(HQ, G, C, DP)
     i = tl.arange(0, C)
     q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, None, delta_ptr, qmax_ptr, b, hq, HQ, t, d, T, D,
                                          s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale, False, False)
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
                                   scale, HAS_MASK)
-    bt = tl.where(i[:, None] >= i[None, :], tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
+    bt = tl.where(i[:, None] >= i[None, :], _mm(gn, tl.trans(v), OP, PREC) + gd[:, None], 0.0)
     dqp = tl.zeros((C, DP), tl.float32)
     rs = tl.zeros((C,), tl.float32)
     for mb in range(MP // BM):
-        w, qf, kf, s, z = _block_features(q, q_sq, qmax, k, k_sq, m, w_ptr, st_ptr, zt_ptr, mb, d, M, D, bh, NC, c,
-                                          kstab, inv_sqrt_m, DP, MP, BM, PREC)
-        dqf = tl.dot(gn, tl.trans(s), input_precision=PREC) + gd[:, None] * z[None, :]
-        dqf += tl.dot(bt, kf, input_precision=PREC)
+        w, j = _load_w(w_ptr, mb, d, M, D, BM)
+        ok = (j < M)[None, :]
+        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        s, z = _chunk_state(st_ptr, zt_ptr, mb, j, d, bh, NC, c, DP, MP)
+        dqf = _mm(gn, tl.trans(s), OP, PREC) + gd[:, None] * z[None, :] + _mm(bt, kf, OP, PREC)
         du = dqf * qf
-        dqp += tl.dot(du, w, input_precision=PREC)
+        dqp += _mm(du, w, OP, PREC)
         rs += tl.sum(du, 1)
     dq = (dqp - rs[:, None] * q) * scale
     tl.store(dq_ptr + bhq * T * D + t[:, None] * D + d[None, :], dq.to(dq_ptr.dtype.element_ty),
@@ -213,7 +247,11 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr
              T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
              NC, scale, kstab, inv_sqrt_m,
              DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
-             HAS_MASK: tl.constexpr, PREC: tl.constexpr):
+             HAS_MASK: tl.constexpr, PREC: tl.constexpr, OP: tl.constexpr):
+    """Query heads outside, feature blocks inside: each query head's `tril(g_num v^T + g_den)` is formed once
+    and its intra-chunk attention `tril(phi(q) phi(k)^T)` summed over the blocks before the one `dv` product.
+    The later chunks' states `R` enter with the first head. `dk` is linear in `dphi(k)`, so the heads' parts
+    are contracted with the features block by block."""
     c, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // HKV, bh % HKV
     t = c * C + tl.arange(0, C)
@@ -225,26 +263,27 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr
     dv = tl.zeros((C, DP), tl.float32)
     dkp = tl.zeros((C, DP), tl.float32)
     rs = tl.zeros((C,), tl.float32)
-    for mb in range(MP // BM):
-        w, j = _load_w(w_ptr, mb, d, M, D, BM)
-        ok = (j < M)[None, :]
-        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
-        base = (bh * NC + c) * MP + j
-        r = tl.load(rt_ptr + base[:, None] * DP + d[None, :])
-        dkf = tl.dot(v, tl.trans(r), input_precision=PREC) + tl.load(rzt_ptr + base)[None, :]
-        dv += tl.dot(kf, r, input_precision=PREC)
-        for g in range(G):
-            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, None, delta_ptr, qmax_ptr, b, h * G + g,
-                                                 HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
-                                                 False, False)
+    for g in range(G):
+        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, None, delta_ptr, qmax_ptr, b, h * G + g,
+                                             HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
+                                             False, False)
+        bt = tl.where(tril, _mm(gn, tl.trans(v), OP, PREC) + gd[:, None], 0.0)
+        a = tl.zeros((C, C), tl.float32)
+        for mb in range(MP // BM):
+            w, j = _load_w(w_ptr, mb, d, M, D, BM)
+            ok = (j < M)[None, :]
+            kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
             qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-            bt = tl.where(tril, tl.dot(gn, tl.trans(v), input_precision=PREC) + gd[:, None], 0.0)
-            dkf += tl.dot(tl.trans(bt), qf, input_precision=PREC)
-            a = tl.where(tril, tl.dot(qf, tl.trans(kf), input_precision=PREC), 0.0)
-            dv += tl.dot(tl.trans(a), gn, input_precision=PREC)
-        du = dkf * kf
-        dkp += tl.dot(du, w, input_precision=PREC)
-        rs += tl.sum(du, 1)
+            dkf = _mm(tl.trans(bt), qf, OP, PREC)
+            if g == 0:
+                r, rz = _chunk_state(rt_ptr, rzt_ptr, mb, j, d, bh, NC, c, DP, MP)
+                dkf += _mm(v, tl.trans(r), OP, PREC) + rz[None, :]
+                dv += _mm(kf, r, OP, PREC)
+            du = dkf * kf
+            dkp += _mm(du, w, OP, PREC)
+            rs += tl.sum(du, 1)
+            a += _mm(qf, tl.trans(kf), OP, PREC)
+        dv += _mm(tl.trans(tl.where(tril, a, 0.0)), gn, OP, PREC)
     dk = (dkp - rs[:, None] * k) * scale
     io = (t[:, None] < T) & (d[None, :] < D)
     base = bh * T * D + t[:, None] * D + d[None, :]
@@ -262,7 +301,7 @@ class _PerformerCausal(torch.autograd.Function):
         dp, mp = triton.next_power_of_2(d), triton.cdiv(m, BLOCK_M) * BLOCK_M
         chunk = token_block(dp, q.dtype)
         nc = triton.cdiv(t, chunk)
-        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype))
+        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype), OP=operand_type(q.dtype))
         scalars = (scale, kstab, 1.0 / math.sqrt(m))
         has_mask = mask is not None
         mask_arg = mask if has_mask else w

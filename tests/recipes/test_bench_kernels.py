@@ -3,6 +3,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "bench_kernels.py"
 
 
@@ -19,6 +21,17 @@ def test_smoke_run_times_the_pytorch_paths_against_sdpa(tmp_path):
     assert {r["name"] for r in rows} == {"holo_torch", "performer_torch", "sdpa"}
     assert all(r["fwd_ms"] > 0 and r["fwdbwd_ms"] > 0 for r in rows)
     assert (tmp_path / "kernels.png").stat().st_size > 0 and "| sdpa |" in (tmp_path / "kernels.md").read_text()
+
+
+def test_methods_picks_rows_and_names_unknown_ones(tmp_path, capsys):
+    bench = load()
+    bench.main(["--smoke", "--methods", "sdpa", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "kernels.json").read_text())["rows"]
+    assert {r["name"] for r in rows} == {"sdpa"}
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--smoke", "--methods", "flash3", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "unknown --methods ['flash3']" in capsys.readouterr().err
 
 
 def test_replot_renders_event_and_graph_tables_from_a_saved_run(tmp_path):
