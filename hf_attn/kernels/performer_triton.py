@@ -51,12 +51,15 @@ TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path u
 
 @triton.jit
 def _mm(a, b, OP: tl.constexpr, PREC: tl.constexpr):
-    """`a @ b` with fp32 result and operands as `operand_type` says."""
+    """`a @ b` with fp32 result and operands as `operand_type` says. One return: Triton still compiles (and
+    type-checks) the code after a static branch's early return."""
     if OP == "bf16":
-        return tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
-    if OP == "bf16_rounded":
-        return tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
-    return tl.dot(a, b, input_precision=PREC)
+        out = tl.dot(a.to(tl.bfloat16), b.to(tl.bfloat16))
+    elif OP == "bf16_rounded":
+        out = tl.dot(a.to(tl.bfloat16).to(tl.float32), b.to(tl.bfloat16).to(tl.float32), input_precision="ieee")
+    else:
+        out = tl.dot(a, b, input_precision=PREC)
+    return out
 
 
 @triton.jit
