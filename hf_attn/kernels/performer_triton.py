@@ -6,15 +6,16 @@ and the constant `max_i |W_i|^2 / 4` for keys (`key_stabiliser`);
 `o_t = phi(q_t) S_t / phi(q_t) z_t` with `S_t = S_0 + sum_{s<=t} phi(k_s) v_s^T` and `z_t` its row sums.
 
 Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_block`), feature blocks of `BLOCK_M` columns.
-- `_fwd_states`: per (feature block, key/value head), a walk over the chunks in order that writes each
-  chunk's starting state `S_0 + sum_{earlier chunks} phi(K)^T [V, 1]` and the final state (for decoding).
-  The states are stored in the products' operand type (bf16 for bf16 inputs: `operand_type`).
+- `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; `scan.scan_blocks_` (in place,
+  fp32 sums) turns them into each chunk's starting state (and the fp32 final state for decoding). The
+  chunk states are stored in the products' operand type (bf16 for bf16 inputs: `operand_type`), which
+  halves the traffic of the scan and of every kernel that reads them.
 - `_fwd`: per (chunk, query head): inter-chunk `phi(q) S`, intra-chunk dense `tril(phi(q) phi(k)^T) v`;
   the features are computed in registers and never written out, the query stabiliser is an online row
   maximum. Saves the row maxima and denominators.
-- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den` (the row sum formed by `_bwd_states`):
-  `_bwd_states` (the reverse walk for `phi(Q)^T [g_num, g_den]`), `_bwd_dq` per query head and `_bwd_dkv`
-  per key/value head (loops over its query heads: GQA without repeating k/v).
+- Backward with `g_num = dO / den`, `g_den = -rowsum(dO * O) / den` (the row sum formed by `_bwd_state`):
+  `_bwd_state` (reverse states `phi(Q)^T [g_num, g_den]`), a reverse `scan_blocks_`, `_bwd_dq` per query
+  head and `_bwd_dkv` per key/value head (loops over its query heads: GQA without repeating k/v).
 """
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ import triton.language as tl
 
 from ..attention.performer import key_stabiliser
 from . import dot_precision, token_block
+from .scan import scan_blocks_
 from .tiles import load_rows, unit_last_stride
 
 BLOCK_M = 64
-STATE_BLOCK_M = 32  # feature rows per state-pass program: B * HKV * M / 32 programs walk the chunks in order
 
 
 def operand_type(dtype: torch.dtype, padded_head_dim: int) -> str:
@@ -95,50 +96,21 @@ def _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_
 
 
 @triton.jit
-def _carried(s0_ptr, z0_ptr, bh, j, d, M, D, BM: tl.constexpr, DP: tl.constexpr, HAS_INIT: tl.constexpr):
-    """Rows `j` of a carried state `(S (B*HKV, M, D), z (B*HKV, M))`, or zeros."""
-    if HAS_INIT:
-        io = (j[:, None] < M) & (d[None, :] < D)
-        s = tl.load(s0_ptr + (bh * M + j[:, None]) * D + d[None, :], mask=io, other=0.0)
-        z = tl.load(z0_ptr + bh * M + j, mask=j < M, other=0.0)
-    else:
-        s = tl.zeros((BM, DP), tl.float32)
-        z = tl.zeros((BM,), tl.float32)
-    return s, z
-
-
-@triton.jit
-def _store_state(s_ptr, z_ptr, s, z, bh, j, d, M, D):
-    tl.store(s_ptr + (bh * M + j[:, None]) * D + d[None, :], s, mask=(j[:, None] < M) & (d[None, :] < D))
-    tl.store(z_ptr + bh * M + j, z, mask=j < M)
-
-
-@triton.jit
-def _fwd_states(k_ptr, v_ptr, mask_ptr, w_ptr, s0_ptr, z0_ptr, st_ptr, zt_ptr, sf_ptr, zf_ptr,
-                T, D, M, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NC, scale, kstab, inv_sqrt_m,
-                DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
-                HAS_MASK: tl.constexpr, HAS_INIT: tl.constexpr, PREC: tl.constexpr, OP: tl.constexpr):
-    """Program (feature block, batch * key/value head) walks the chunks in order with the running state
-    `S, z` in registers: it writes each chunk's starting state (in `st`'s dtype), adds the chunk's
-    `phi(K)^T [V, 1]`, and writes the final state (fp32). The programs of one head read the same k/v
-    chunks at about the same time, so most of those reads come from L2."""
-    mb, bh = tl.program_id(0), tl.program_id(1)
+def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
+               T, D, M, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NC, scale, kstab, inv_sqrt_m,
+               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr,
+               HAS_MASK: tl.constexpr, PREC: tl.constexpr, OP: tl.constexpr):
+    c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // HKV, bh % HKV
+    t = c * C + tl.arange(0, C)
     d = tl.arange(0, DP)
+    k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
+                                  scale, HAS_MASK)
     w, j = _load_w(w_ptr, mb, d, M, D, BM)
-    ok = (j < M)[None, :]
-    s, z = _carried(s0_ptr, z0_ptr, bh, j, d, M, D, BM, DP, HAS_INIT)
-    for c in range(NC):
-        t = c * C + tl.arange(0, C)
-        k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh,
-                                      s_vt, scale, HAS_MASK)
-        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
-        base = (bh * NC + c) * MP + j
-        tl.store(st_ptr + base[:, None] * DP + d[None, :], s.to(st_ptr.dtype.element_ty))
-        tl.store(zt_ptr + base, z)
-        s += _mm(tl.trans(kf), v, OP, PREC)
-        z += tl.sum(kf, 0)
-    _store_state(sf_ptr, zf_ptr, s, z, bh, j, d, M, D)
+    kf = _feat(k, w, k_sq, kstab, (j < M)[None, :], inv_sqrt_m, PREC) * m[:, None]
+    base = (bh * NC + c) * MP + j
+    tl.store(st_ptr + base[:, None] * DP + d[None, :], _mm(tl.trans(kf), v, OP, PREC).to(st_ptr.dtype.element_ty))
+    tl.store(zt_ptr + base, tl.sum(kf, 0))
 
 
 @triton.jit
@@ -222,33 +194,28 @@ def _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, hq, HQ, 
 
 
 @triton.jit
-def _bwd_states(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr, rf_ptr, rzf_ptr,
-                T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NC, scale, inv_sqrt_m,
-                DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
-                OP: tl.constexpr):
-    """`_fwd_states` in reverse for `R = sum phi(Q)^T [g_num, g_den]` over the group's query heads: each
-    chunk gets the later chunks' sum, the final sum is the carried state's gradient."""
-    mb, bh = tl.program_id(0), tl.program_id(1)
+def _bwd_state(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, w_ptr, rt_ptr, rzt_ptr,
+               T, D, M, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NC, scale, inv_sqrt_m,
+               DP: tl.constexpr, MP: tl.constexpr, BM: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
+               OP: tl.constexpr):
+    c, mb, bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     b, h = bh // HKV, bh % HKV
+    t = c * C + tl.arange(0, C)
     d = tl.arange(0, DP)
     w, j = _load_w(w_ptr, mb, d, M, D, BM)
     ok = (j < M)[None, :]
     r = tl.zeros((BM, DP), tl.float32)
     rz = tl.zeros((BM,), tl.float32)
-    for cc in range(NC):
-        c = NC - 1 - cc
-        t = c * C + tl.arange(0, C)
-        base = (bh * NC + c) * MP + j
-        tl.store(rt_ptr + base[:, None] * DP + d[None, :], r.to(rt_ptr.dtype.element_ty))
-        tl.store(rzt_ptr + base, rz)
-        for g in range(G):
-            q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, h * G + g,
-                                                 HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
-                                                 True, mb == 0)
-            qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-            r += _mm(tl.trans(qf), gn, OP, PREC)
-            rz += tl.sum(qf * gd[:, None], 0)
-    _store_state(rf_ptr, rzf_ptr, r, rz, bh, j, d, M, D)
+    for g in range(G):
+        q, q_sq, qmax, gn, gd = _query_grads(q_ptr, do_ptr, den_ptr, o_ptr, delta_ptr, qmax_ptr, b, h * G + g,
+                                             HKV * G, t, d, T, D, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, scale,
+                                             True, mb == 0)
+        qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
+        r += _mm(tl.trans(qf), gn, OP, PREC)
+        rz += tl.sum(qf * gd[:, None], 0)
+    base = (bh * NC + c) * MP + j
+    tl.store(rt_ptr + base[:, None] * DP + d[None, :], r.to(rt_ptr.dtype.element_ty))
+    tl.store(rzt_ptr + base, rz)
 
 
 @triton.jit
@@ -348,13 +315,15 @@ class _PerformerCausal(torch.autograd.Function):
         state_dtype = torch.float32 if consts["OP"] == "fp32" else torch.bfloat16  # what the products read
         st = torch.empty(b * hkv, nc, mp, dp, device=q.device, dtype=state_dtype)
         zt = torch.empty(b * hkv, nc, mp, device=q.device, dtype=torch.float32)
-        s_fin = torch.empty(b, hkv, m, d, device=q.device, dtype=torch.float32)
-        z_fin = torch.empty(b, hkv, m, device=q.device, dtype=torch.float32)
-        has_init = s0 is not None
-        _fwd_states[(mp // STATE_BLOCK_M, b * hkv)](
-            k, v, mask_arg, w, s0.contiguous() if has_init else w, z0.contiguous() if has_init else w, st, zt,
-            s_fin, z_fin, t, d, m, hkv, *k.stride()[:3], *v.stride()[:3], nc, *scalars, HAS_MASK=has_mask,
-            HAS_INIT=has_init, **dict(consts, BM=STATE_BLOCK_M))
+        _fwd_state[(nc, mp // BLOCK_M, b * hkv)](k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
+                                                 *v.stride()[:3], nc, *scalars, HAS_MASK=has_mask, **consts)
+        s_init = z_init = None
+        if s0 is not None:  # carried state, zero-padded to the kernels' (MP, DP) tiles
+            s_init = torch.zeros(b * hkv, mp, dp, device=q.device, dtype=torch.float32)
+            s_init[:, :m, :d] = s0.reshape(b * hkv, m, d)
+            z_init = torch.zeros(b * hkv, mp, device=q.device, dtype=torch.float32)
+            z_init[:, :m] = z0.reshape(b * hkv, m)
+        s_fin, z_fin = scan_blocks_(st, s_init), scan_blocks_(zt, z_init)  # st, zt: each chunk's starting state
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
         den = torch.empty(b, hq, t, device=q.device, dtype=torch.float32)
         qmax = torch.empty_like(den)
@@ -362,10 +331,11 @@ class _PerformerCausal(torch.autograd.Function):
                            *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nc, *scalars,
                            HAS_MASK=has_mask, num_warps=8, **consts)
         ctx.save_for_backward(q, k, v, mask, w, st, zt, o, den, qmax)
-        ctx.meta, ctx.has_init = (scalars, consts, has_mask), has_init
+        ctx.meta, ctx.has_init = (scalars, consts, has_mask), s0 is not None
         ctx.set_materialize_grads(False)  # no zero-filled gradients for the final state before each backward
-        ctx.mark_non_differentiable(s_fin, z_fin)
-        return o, s_fin, z_fin
+        finals = (s_fin[:, :m, :d].reshape(b, hkv, m, d), z_fin[:, :m].reshape(b, hkv, m))
+        ctx.mark_non_differentiable(*finals)
+        return (o, *finals)
 
     @staticmethod
     def backward(ctx, do, _ds, _dz):
@@ -379,12 +349,10 @@ class _PerformerCausal(torch.autograd.Function):
         grad_strides = (do.stride(0), do.stride(2), do.stride(1))
         rt = torch.empty_like(st)
         rzt = torch.empty_like(zt)
-        delta = torch.empty_like(den)  # rowsum(dO * O), written by _bwd_states
-        ds0 = torch.empty(b, hkv, m, d, device=q.device, dtype=torch.float32)
-        dz0 = torch.empty(b, hkv, m, device=q.device, dtype=torch.float32)
-        _bwd_states[(mp // STATE_BLOCK_M, b * hkv)](
-            q, do, den, o, delta, qmax, w, rt, rzt, ds0, dz0, t, d, m, hkv, hq // hkv, *q.stride()[:3],
-            *grad_strides, nc, scalars[0], scalars[2], **dict(consts, BM=STATE_BLOCK_M))
+        delta = torch.empty_like(den)  # rowsum(dO * O), written by _bwd_state
+        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, o, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
+                                                 *q.stride()[:3], *grad_strides, nc, scalars[0], scalars[2], **consts)
+        total_r, total_z = scan_blocks_(rt, reverse=True), scan_blocks_(rzt, reverse=True)  # later chunks' sums
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
@@ -396,6 +364,8 @@ class _PerformerCausal(torch.autograd.Function):
                                 *strides, HAS_MASK=has_mask, num_warps=8, **consts)
         if not ctx.has_init:
             return dq, dk, dv, None, None, None, None, None, None
+        ds0 = total_r[:, :m, :d].reshape(b, hkv, m, d)
+        dz0 = total_z[:, :m].reshape(b, hkv, m)
         return dq, dk, dv, None, None, ds0, dz0, None, None
 
 

@@ -37,18 +37,19 @@ def _scan_blocks(x_ptr, init_ptr, total_ptr, NB, W, BW: tl.constexpr, CB: tl.con
             i = n
         ok = (n < NB)[:, None] & w_ok[None, :]
         ptr = x_ptr + (row * NB + i)[:, None].to(tl.int64) * W + w[None, :]
-        x = tl.load(ptr, mask=ok, other=0.0)
-        tl.store(ptr, tl.cumsum(x, axis=0) - x + carry[None, :], mask=ok)
+        x = tl.load(ptr, mask=ok, other=0.0).to(tl.float32)
+        tl.store(ptr, (tl.cumsum(x, axis=0) - x + carry[None, :]).to(x_ptr.dtype.element_ty), mask=ok)
         carry += tl.sum(x, axis=0)
     tl.store(total_ptr + row * W + w, carry, mask=w_ok)
 
 
 def scan_blocks_(x: torch.Tensor, init: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
-    """Exclusive scan of `x (rows, NB, *state)` (fp32, contiguous) over its blocks, in place, on top of
-    `init (rows, *state)`; returns the total `(rows, *state)` (the final state, or the initial state's gradient)."""
+    """Exclusive scan of `x (rows, NB, *state)` (fp32 or bf16, contiguous) over its blocks, in place, on top of
+    `init (rows, *state)`; returns the fp32 total `(rows, *state)` (the final state, or the initial state's
+    gradient). Sums are fp32 whatever `x` holds: a bf16 `x` is rounded once, on the way back."""
     rows, nb = x.shape[:2]
     w = math.prod(x.shape[2:])
-    total = x.new_empty(rows, *x.shape[2:])
+    total = x.new_empty(rows, *x.shape[2:], dtype=torch.float32)
     if not rows or not w:
         return total
     if init is not None:
