@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 TILE = 4096  # elements per program and step: BW state columns x CB blocks
+WARPS = 2  # fastest on the H100 at every shape `recipes/tune_scan.py` tries (4 and 8 were up to 2x slower for bf16)
 
 
 @triton.jit
@@ -43,6 +44,13 @@ def _scan_blocks(x_ptr, init_ptr, total_ptr, NB, W, BW: tl.constexpr, CB: tl.con
     tl.store(total_ptr + row * W + w, carry, mask=w_ok)
 
 
+def column_block(width: int) -> int:
+    """State columns per program: half the state width, within [32, 512]. Narrow holo states (64 floats) scan
+    fastest split over two programs of 32 columns with 128 blocks per step, performer's wide ones (m x D) in
+    512-column programs with 8 blocks per step (`recipes/tune_scan.py`; docs/kernels.md has the figures)."""
+    return max(32, min(triton.next_power_of_2(width) // 2, 512))
+
+
 def scan_blocks_(x: torch.Tensor, init: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
     """Exclusive scan of `x (rows, NB, *state)` (fp32 or bf16, contiguous) over its blocks, in place, on top of
     `init (rows, *state)`; returns the fp32 total `(rows, *state)` (the final state, or the initial state's
@@ -54,7 +62,7 @@ def scan_blocks_(x: torch.Tensor, init: torch.Tensor | None = None, reverse: boo
         return total
     if init is not None:
         init = init.reshape(rows, w).float().contiguous()
-    bw = min(triton.next_power_of_2(w), 256)
+    bw = column_block(w)
     _scan_blocks[(rows, triton.cdiv(w, bw))](x, x if init is None else init, total, nb, w, BW=bw, CB=TILE // bw,
-                                             REVERSE=reverse, HAS_INIT=init is not None)
+                                             REVERSE=reverse, HAS_INIT=init is not None, num_warps=WARPS)
     return total
