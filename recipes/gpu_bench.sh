@@ -13,6 +13,7 @@ run() {  # name, timeout seconds, command...
 run kernel_tests 300 python -m pytest -q -x -p no:cacheprovider tests/kernels tests/test_cache.py
 run kernels 300 python recipes/bench_kernels.py --graphs --out "$OUT/kernels"
 run profile 60 python recipes/profile_kernels.py --variants holo,performer
+run scan 150 python recipes/tune_scan.py --out "$OUT/scan"
 run decode 150 python recipes/bench_decode.py --model-path "$MODEL_DIR" --out "$OUT/decode"
 run gauge 200 python recipes/bench_gauge.py --out "$OUT/gauge"
 run prismatic 120 python recipes/bench_prismatic.py --model-path "$MODEL_DIR" --out "$OUT/prismatic"

@@ -33,14 +33,17 @@ from .tiles import load_rows, unit_last_stride
 BLOCK_M = 64
 
 
-def operand_type(dtype: torch.dtype) -> str:
+def operand_type(dtype: torch.dtype, padded_head_dim: int) -> str:
     """Operands of the kernels' products of features, states and gradients: "bf16" for bf16 inputs (twice
     the tensor-core rate of tf32 and half the shared-memory traffic, at the precision of the bf16 output and
     with fp32's range, which small key features need), "fp32" (at `dot_precision`) otherwise; fp16's range
     would flush small features to zero. The projections that feed `exp` always use fp32 operands (`_logits`).
     Triton's interpreter computes bf16 `tl.dot` wrongly (3.6 and 3.9), so there "bf16_rounded" rounds the
-    operands to bf16 and multiplies in fp32: the same exact products and fp32 sums."""
-    if dtype != torch.bfloat16:
+    operands to bf16 and multiplies in fp32: the same exact products and fp32 sums. Head_dim 32 keeps fp32
+    operands: with bf16 tiles 32 wide, two of three H100 runs of the head_dim-32 test case hit an illegal memory
+    access (Triton 3.6; triton-lang/triton#10486 and #11366 report the same for multi-dot Hopper kernels
+    with 32-wide blocks)."""
+    if dtype != torch.bfloat16 or padded_head_dim < 64:
         return "fp32"
     return "bf16_rounded" if triton.knobs.runtime.interpret else "bf16"
 
@@ -306,7 +309,7 @@ class _PerformerCausal(torch.autograd.Function):
         dp, mp = triton.next_power_of_2(d), triton.cdiv(m, BLOCK_M) * BLOCK_M
         chunk = token_block(dp, q.dtype)
         nc = triton.cdiv(t, chunk)
-        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype), OP=operand_type(q.dtype))
+        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype), OP=operand_type(q.dtype, dp))
         scalars = (scale, kstab, 1.0 / math.sqrt(m))
         has_mask = mask is not None
         mask_arg = mask if has_mask else w

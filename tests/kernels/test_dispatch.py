@@ -28,6 +28,17 @@ def test_shapes_that_overflow_shared_memory_take_smaller_blocks_or_the_fallback(
     assert kernels.token_block(128, torch.bfloat16) == kernels.token_block(64, torch.float32) == 32
 
 
+def test_performer_products_take_bf16_operands_only_for_bf16_inputs_of_head_dim_64_up(monkeypatch):
+    """bf16 operands at head_dim 32 faulted on the H100; fp16's range would flush small features to zero."""
+    from hf_attn.kernels.performer_triton import operand_type
+
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
+    assert operand_type(torch.bfloat16, 64) == operand_type(torch.bfloat16, 128) == "bf16"
+    assert operand_type(torch.bfloat16, 32) == operand_type(torch.float16, 64) == operand_type(torch.float32, 64) == "fp32"
+    monkeypatch.setattr(triton.knobs.runtime, "interpret", True)  # its bf16 dot is wrong: rounded operands instead
+    assert operand_type(torch.bfloat16, 64) == "bf16_rounded"
+
+
 @pytest.mark.parametrize("variant", ["holo", "performer"])
 def test_enabled_kernels_are_called_and_agree(variant, monkeypatch):
     """With the switch forced on, the attention function runs the kernel (interpreted on CPU) and agrees."""
