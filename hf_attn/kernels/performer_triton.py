@@ -319,7 +319,9 @@ class _PerformerCausal(torch.autograd.Function):
         _fwd_state[(nc, mp // BLOCK_M, b * hkv)](k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
                                                  *v.stride()[:3], nc, *scalars, HAS_MASK=has_mask, **consts)
         s_init = z_init = None
-        if s0 is not None:  # carried state, zero-padded to the kernels' (MP, DP) tiles
+        if s0 is not None and (m, d) == (mp, dp):  # carried state already of the kernels' (MP, DP) tiles
+            s_init, z_init = s0.reshape(b * hkv, mp, dp), z0.reshape(b * hkv, mp)
+        elif s0 is not None:  # zero-padded to them (4 more launches per decoding step and layer)
             s_init = torch.zeros(b * hkv, mp, dp, device=q.device, dtype=torch.float32)
             s_init[:, :m, :d] = s0.reshape(b * hkv, m, d)
             z_init = torch.zeros(b * hkv, mp, device=q.device, dtype=torch.float32)
