@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import triton
 
+from bench_kernels import timed  # recipes/ is on sys.path when this runs as a script
 from hf_attn.kernels import scan
 from hf_attn.utils import write_text_atomic
 
@@ -27,25 +26,6 @@ SHAPES = {  # name: rows (batch x heads), blocks (T / 64), state width, dtype
     "performer_16k_fp32": (16, 256, 256 * 64, torch.float32),
     "holo_16k": (16, 256, 64, torch.float32),
 }
-
-
-def median_ms(fn, cuda: bool, reps: int = 30) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def tune(rows: int, blocks: int, width: int, dtype: torch.dtype, device: str, reps: int) -> list[dict]:
@@ -62,7 +42,7 @@ def tune(rows: int, blocks: int, width: int, dtype: torch.dtype, device: str, re
                 def launch():
                     scan._scan_blocks[(rows, triton.cdiv(width, bw))](x, x, total, blocks, width, BW=bw, CB=cb,
                                                                      REVERSE=False, HAS_INIT=False, num_warps=warps)
-                ms = median_ms(launch, device == "cuda", reps)
+                ms = timed(launch, device, max_reps=reps)
                 out.append({"BW": bw, "CB": cb, "warps": warps, "ms": ms, "GB_per_s": moved_gb / ms * 1e3,
                             "chosen": (bw, cb, warps) == chosen})
     return sorted(out, key=lambda r: r["ms"])

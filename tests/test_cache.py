@@ -83,26 +83,21 @@ def test_holo_state_continues_across_paths(prefill_kernel, decode_kernel, monkey
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
-def test_holo_kernel_decode_step_issues_few_ops(monkeypatch):
-    """Decoding is host-bound on a GPU (the device machine's CPU spends ~0.1 ms per PyTorch op), so the kernel
-    path's per-token work around its Triton launches stays small: the state stays in the kernels' layout
-    between tokens (48 aten ops per layer and token when it was converted both ways, 12 without), and a
-    one-block call skips the block-sum pass and the scan (9 ops and one launch instead of three)."""
+def decode_step_ops(monkeypatch, variant: str, head_dim: int, **config):
+    """Aten ops and Triton launches (stand-ins that only record their names) of a second one-token call on
+    the kernel path, run on CPU. Returns (op names, launch names of both calls, the layer's cache)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from hf_attn.attention import holo
+    from hf_attn import attention
     from hf_attn.cache import RecurrentLayer
-    from hf_attn.kernels import holo_triton as kt
-    from hf_attn.kernels import scan
+    from hf_attn.kernels import holo_triton, performer_triton, scan
+
+    ops, launches = [], []
 
     class Count(TorchDispatchMode):
-        ops = 0
-
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.ops += 1
+            ops.append(func.__name__)
             return func(*args, **(kwargs or {}))
-
-    launches = []
 
     class Launch:  # stands in for a Triton kernel: the count is about the host-side ops around the launches
         def __init__(self, name):
@@ -111,19 +106,29 @@ def test_holo_kernel_decode_step_issues_few_ops(monkeypatch):
         def __getitem__(self, grid):
             return lambda *a, **kw: launches.append(self.name)
 
-    for name in ("_fwd_state", "_fwd"):
-        monkeypatch.setattr(kt, name, Launch(name))
+    for module in (holo_triton, performer_triton):
+        for name in ("_fwd_state", "_fwd"):
+            monkeypatch.setattr(module, name, Launch(name))
     monkeypatch.setattr(scan, "_scan_blocks", Launch("_scan_blocks"))
-    monkeypatch.setattr(holo, "kernels_enabled", lambda x: True)
-    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace())
+    monkeypatch.setattr(getattr(attention, variant), "kernels_enabled", lambda x: True)
+    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**config))
     layer = RecurrentLayer()
-    fn = hf_attn.get_variant("holo").function
+    fn = hf_attn.get_variant(variant).function
     for step in range(2):
-        q, k, v = (torch.randn(1, 4, 1, 32) for _ in range(3))
+        q, k, v = (torch.randn(1, 4, 1, head_dim) for _ in range(3))
         k, v = layer.update(k, v)
         with Count() if step else torch.no_grad():
             fn(module, q, k, v, None)
-    assert "packed" in layer.state and Count.ops <= 9, Count.ops
+    return ops, launches, layer
+
+
+def test_holo_kernel_decode_step_issues_few_ops(monkeypatch):
+    """Decoding is host-bound on a GPU (the device machine's CPU spends ~0.1 ms per PyTorch op), so the kernel
+    path's per-token work around its Triton launches stays small: the state stays in the kernels' layout
+    between tokens (48 aten ops per layer and token when it was converted both ways, 12 without), and a
+    one-block call skips the block-sum pass and the scan (9 ops and one launch instead of three)."""
+    ops, launches, layer = decode_step_ops(monkeypatch, "holo", 32)
+    assert "packed" in layer.state and len(ops) <= 9, ops
     assert launches == ["_fwd", "_fwd"], launches  # one launch per token
 
 
@@ -131,42 +136,7 @@ def test_performer_kernel_decode_step_issues_few_ops(monkeypatch):
     """The performer decode step on the kernel path: with features of the kernels' tile size (m = 256, D = 64,
     the default on SmolLM2) the carried state goes to the scan as it is, without zero-padded copies (4 more
     ops per layer and token, each ~0.1 ms of host time on the device machine)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from hf_attn.attention import performer
-    from hf_attn.cache import RecurrentLayer
-    from hf_attn.kernels import performer_triton as kt
-    from hf_attn.kernels import scan
-
-    class Count(TorchDispatchMode):
-        ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.ops.append(func.__name__)
-            return func(*args, **(kwargs or {}))
-
-    launches = []
-
-    class Launch:  # stands in for a Triton kernel: the count is about the host-side ops around the launches
-        def __init__(self, name):
-            self.name = name
-
-        def __getitem__(self, grid):
-            return lambda *a, **kw: launches.append(self.name)
-
-    for name in ("_fwd_state", "_fwd"):
-        monkeypatch.setattr(kt, name, Launch(name))
-    monkeypatch.setattr(scan, "_scan_blocks", Launch("_scan_blocks"))
-    monkeypatch.setattr(performer, "kernels_enabled", lambda x: True)
-    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False,
-                             config=SimpleNamespace(performer_num_features=256))
-    layer = RecurrentLayer()
-    fn = hf_attn.get_variant("performer").function
-    for step in range(2):
-        q, k, v = (torch.randn(1, 2, 1, 64) for _ in range(3))
-        k, v = layer.update(k, v)
-        with Count() if step else torch.no_grad():
-            fn(module, q, k, v, None)
+    ops, launches, _ = decode_step_ops(monkeypatch, "performer", 64, performer_num_features=256)
     assert launches[4:] == ["_fwd_state", "_scan_blocks", "_scan_blocks", "_fwd"], launches
-    assert not {"zeros", "fill_", "copy_"} & {op.split(".")[0] for op in Count.ops}, Count.ops
-    assert len(Count.ops) <= 16, Count.ops
+    assert not {"zeros", "fill_", "copy_"} & {op.split(".")[0] for op in ops}, ops
+    assert len(ops) <= 16, ops

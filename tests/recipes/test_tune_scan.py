@@ -9,7 +9,8 @@ pytest.importorskip("triton")
 SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "tune_scan.py"
 
 
-def test_smoke_run_times_each_setting_and_marks_the_chosen_one(tmp_path):
+def test_smoke_run_times_each_setting_and_marks_the_chosen_one(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: it imports bench_kernels
     spec = importlib.util.spec_from_file_location("tune_scan", SCRIPT)
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
