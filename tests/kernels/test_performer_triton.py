@@ -29,14 +29,19 @@ def test_performer_kernel_matches_torch(b, hq, hkv, t, d, m, dtype, pad):
     )
 
 
-def test_performer_state_carries_across_calls():
-    q, k, v, _ = inputs(1, 2, 1, 80, 32, torch.float32, False)
-    w = random_features(32, 64, 0, q.device)
-    whole, (s, z) = kt.performer_causal(q, k, v, w, 32**-0.25)
-    first, state = kt.performer_causal(q[:, :, :30], k[:, :, :30], v[:, :, :30], w, 32**-0.25)
-    second, (s2, z2) = kt.performer_causal(q[:, :, 30:], k[:, :, 30:], v[:, :, 30:], w, 32**-0.25, init=state)
-    torch.testing.assert_close(torch.cat([first, second], 1), whole, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close((s2, z2), (s, z), rtol=1e-4, atol=1e-6)
+@pytest.mark.parametrize("d,dtype", [(32, torch.float32), (64, torch.bfloat16)])
+def test_performer_state_carries_across_calls(d, dtype):
+    """Prefill in two calls = one call; bf16 at head_dim 64 takes the bf16 operands and chunk states, with a
+    carried fp32 state of the kernels' tile shape (the decoding path) entering the scan."""
+    q, k, v, _ = inputs(1, 2, 1, 80, d, dtype, False)
+    w = random_features(d, 64, 0, q.device)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    whole, (s, z) = kt.performer_causal(q, k, v, w, d**-0.25)
+    first, state = kt.performer_causal(q[:, :, :30], k[:, :, :30], v[:, :, :30], w, d**-0.25)
+    second, (s2, z2) = kt.performer_causal(q[:, :, 30:], k[:, :, 30:], v[:, :, 30:], w, d**-0.25, init=state)
+    assert s2.dtype == z2.dtype == torch.float32
+    torch.testing.assert_close(torch.cat([first, second], 1), whole, **tol)
+    torch.testing.assert_close((s2, z2), (s, z), **(tol if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-4)))
 
 
 def test_gradient_reaches_the_carried_state():
