@@ -73,9 +73,15 @@ def _logits(x, w, half_sq, PREC: tl.constexpr):
 
 
 @triton.jit
+def _phi(logits, stab, col_ok, inv_sqrt_m):
+    """Features from their logits and stabiliser; dead columns are 0."""
+    return tl.where(col_ok, tl.exp(logits - stab) * inv_sqrt_m, 0.0)
+
+
+@triton.jit
 def _feat(x, w, half_sq, stab, col_ok, inv_sqrt_m, PREC: tl.constexpr):
-    """`phi` of a `(C, DP)` tile against a `(BM, DP)` block of features -> `(C, BM)`; dead columns are 0."""
-    return tl.where(col_ok, tl.exp(_logits(x, w, half_sq, PREC) - stab) * inv_sqrt_m, 0.0)
+    """`phi` of a `(C, DP)` tile against a `(BM, DP)` block of features -> `(C, BM)`."""
+    return _phi(_logits(x, w, half_sq, PREC), stab, col_ok, inv_sqrt_m)
 
 
 @triton.jit
@@ -155,7 +161,7 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
         new = tl.maximum(qmax, tl.max(tl.where(ok, lq, float("-inf")), 1))
         rescale = tl.exp(qmax - new)
         qmax = new
-        qf = tl.where(ok, tl.exp(lq - new[:, None]) * inv_sqrt_m, 0.0)
+        qf = _phi(lq, new[:, None], ok, inv_sqrt_m)
         kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
         s, z = _chunk_state(st_ptr, zt_ptr, mb, j, d, bh, NC, c, DP, MP)
         num = num * rescale[:, None] + _mm(qf, s, OP, PREC)
