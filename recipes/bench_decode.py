@@ -22,6 +22,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 
 import hf_attn
+from hf_attn.utils import CACHE_KWARG
 from hf_attn.utils import write_text_atomic
 
 VARIANTS = ("sdpa", "holo", "performer")
@@ -65,14 +66,14 @@ def decode_tps(model, attn: str, context: int, steps: int, device: str) -> tuple
     """Tokens/s of greedy decoding after a `context`-token prompt, and the cache's MiB at the end."""
     ids = torch.randint(5, model.config.vocab_size, (1, context), device=device)
     cache = new_cache(attn, model)
-    out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    out = model(input_ids=ids, **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1)
     tok = out.logits[:, -1:].argmax(-1)
     for _ in range(3):  # warm-up steps (kernel compilation, allocator)
-        tok = model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        tok = model(input_ids=tok, **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1:].argmax(-1)
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
-        tok = model(input_ids=tok, past_key_values=cache, use_cache=True).logits[:, -1:].argmax(-1)
+        tok = model(input_ids=tok, **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1:].argmax(-1)
     sync(device)
     tps = steps / (time.perf_counter() - t0)
     if isinstance(cache, hf_attn.RecurrentCache):
@@ -88,8 +89,8 @@ def decode_drift(model, attn: str, device: str, prompt: int = 290, steps: int = 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, model.config.vocab_size, (1, prompt + steps), generator=g).to(device)
     cache = new_cache(attn, model)
-    model(input_ids=ids[:, :prompt], past_key_values=cache, use_cache=True, logits_to_keep=1)
-    cached = torch.stack([model(input_ids=ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits[:, -1]
+    model(input_ids=ids[:, :prompt], **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1)
+    cached = torch.stack([model(input_ids=ids[:, t:t + 1], **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1]
                           for t in range(prompt, prompt + steps)], 1).float()
     full = model(input_ids=ids).logits[:, prompt:].float()
     return {"attn": attn, "rel_diff": ((cached - full).norm() / full.norm()).item(),

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import hf_attn
+from hf_attn.utils import CACHE_KWARG
 from harness import ids, tiny_model
 
 
@@ -18,12 +19,12 @@ def test_recurrent_cache_equals_full_forward(arch, variant):
     cache = hf_attn.RecurrentCache()
     new = 6
     with torch.no_grad():
-        gen = model.generate(input_ids=prompt, attention_mask=mask, past_key_values=cache, max_new_tokens=new,
+        gen = model.generate(input_ids=prompt, attention_mask=mask, **{CACHE_KWARG: cache}, max_new_tokens=new,
                              do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
         full_mask = torch.cat([mask, torch.ones(2, new, dtype=mask.dtype)], 1)[:, :-1]
         pos = (full_mask.cumsum(-1) - 1).clamp_min(0)
         full = model(input_ids=gen.sequences[:, :-1], attention_mask=full_mask, position_ids=pos).logits[:, -new:]
-    assert gen.past_key_values is cache and cache.get_seq_length() == 7 + new - 1
+    assert getattr(gen, CACHE_KWARG) is cache and cache.get_seq_length() == 7 + new - 1
     assert torch.equal(full.argmax(-1), gen.sequences[:, -new:])
     assert (torch.stack(gen.scores, 1) - full).abs().max() < 1e-4
 
@@ -32,19 +33,19 @@ def test_state_size_does_not_grow():
     model = tiny_model("llama", "holo")
     cache = hf_attn.RecurrentCache()
     with torch.no_grad():
-        model(input_ids=ids(1, 5), past_key_values=cache, use_cache=True)
+        model(input_ids=ids(1, 5), **{CACHE_KWARG: cache}, use_cache=True)
         size = cache.state_bytes()
         for _ in range(3):
-            model(input_ids=ids(1, 1, seed=9), past_key_values=cache, use_cache=True)
+            model(input_ids=ids(1, 1, seed=9), **{CACHE_KWARG: cache}, use_cache=True)
     assert cache.state_bytes() == size > 0 and cache.get_seq_length() == 8
 
 
 def test_mixing_variants_on_one_cache_is_refused():
     cache = hf_attn.RecurrentCache()
     with torch.no_grad():
-        tiny_model("llama", "holo")(input_ids=ids(1, 4), past_key_values=cache, use_cache=True)
+        tiny_model("llama", "holo")(input_ids=ids(1, 4), **{CACHE_KWARG: cache}, use_cache=True)
         with pytest.raises(hf_attn.HfAttnError, match="fresh RecurrentCache"):
-            tiny_model("llama", "performer")(input_ids=ids(1, 1), past_key_values=cache, use_cache=True)
+            tiny_model("llama", "performer")(input_ids=ids(1, 1), **{CACHE_KWARG: cache}, use_cache=True)
 
 
 @pytest.mark.parametrize("variant", ["holo", "performer"])
@@ -72,11 +73,11 @@ def test_holo_state_continues_across_paths(prefill_kernel, decode_kernel, monkey
     steps = []
     with torch.no_grad():
         monkeypatch.setattr(holo, "kernels_enabled", lambda x: prefill_kernel)
-        model(input_ids=tokens[:, :6], past_key_values=cache, use_cache=True)
+        model(input_ids=tokens[:, :6], **{CACHE_KWARG: cache}, use_cache=True)
         assert ("packed" in cache.layers[0].state) == prefill_kernel
         monkeypatch.setattr(holo, "kernels_enabled", lambda x: decode_kernel)
         for t in range(6, 9):
-            steps.append(model(input_ids=tokens[:, t:t + 1], past_key_values=cache, use_cache=True).logits[:, -1])
+            steps.append(model(input_ids=tokens[:, t:t + 1], **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1])
         assert ("packed" in cache.layers[0].state) == decode_kernel
         monkeypatch.setattr(holo, "kernels_enabled", lambda x: False)
         full = model(input_ids=tokens).logits[:, 6:]

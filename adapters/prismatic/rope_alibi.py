@@ -30,6 +30,7 @@ from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from hf_attn.attention.common import expand_kv, parse_call, visible
+from hf_attn.utils import cache_argument
 
 from .config import PrismaticConfig
 from .layer import PrismaticBase, call_with
@@ -79,8 +80,10 @@ class PrismaticAttention(PrismaticBase):
         sub = {key[len(name) + 1:]: v for key, v in params.items() if key.startswith(name + ".")}
         return call_with(getattr(self.base_layer, name), sub, batched, x)
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
         base = self.base_layer
+        cache = cache_argument(kwargs)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values")}
         routing = self.route(hidden_states)
         params, batched = self.merged_params(routing)
         input_shape = hidden_states.shape[:-1]
@@ -105,8 +108,8 @@ class PrismaticAttention(PrismaticBase):
         else:
             gate = use_rope.view(-1, 1, 1, 1)
             q, k = torch.where(gate, q_rot, q), torch.where(gate, k_rot, k)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, base.layer_idx)
+        if cache is not None:
+            k, v = cache.update(k, v, base.layer_idx)
 
         window = _sliding_window(base)
         extra = {"sliding_window": window} if window is not None else {}

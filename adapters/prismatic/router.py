@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hf_attn.utils import cache_argument
 from .config import PrismaticConfig
 
 
@@ -30,7 +31,7 @@ class RoutingContext:
     def capture(self, module, args, kwargs) -> None:
         self.attention_mask = kwargs.get("attention_mask")
         self.decoder_attention_mask = kwargs.get("decoder_attention_mask")
-        cache = kwargs.get("past_key_values")
+        cache = cache_argument(kwargs)
         self.past_len = int(cache.get_seq_length()) if cache is not None else 0
 
     def mask_for(self, role: str, length: int) -> torch.Tensor | None:
