@@ -20,7 +20,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 
-from hf_attn.utils import HfAttnError, atomic_path, write_text_atomic
+from hf_attn.utils import HfAttnError, atomic_path, set_attn_implementation, write_text_atomic
 
 CONFIG_NAME = "hf_attn_wrapper.json"
 WEIGHTS_NAME = "hf_attn_wrapper.safetensors"
@@ -246,6 +246,6 @@ def unwrap(model: torch.nn.Module, merge: bool = False) -> torch.nn.Module:
         if name in state.requires_grad:
             p.requires_grad_(state.requires_grad[name])
     if state.attn_implementation is not None and model.config._attn_implementation != state.attn_implementation:
-        model.set_attn_implementation(state.attn_implementation)
+        set_attn_implementation(model, state.attn_implementation)
     del model.hf_attn_wrapper
     return model

@@ -16,7 +16,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .utils import HfAttnError
+from .utils import HfAttnError, set_attn_implementation
 
 # transformers' own implementations, accepted by `set_attention` next to ours.
 BUILTIN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
@@ -133,5 +133,6 @@ def set_attention(model, name: str):
         from .utils import require
 
         require("flash_attn", extra="flash", purpose="attn_implementation='flash_attention_2'")
-    model.set_attn_implementation(name)
+    set_attn_implementation(model, name)
     return model
+

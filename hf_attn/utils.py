@@ -147,3 +147,18 @@ def _cache_kwarg_name() -> str:
 
 CACHE_KWARG = _cache_kwarg_name()
 """The keyword the installed transformers takes for a KV cache (`model(..., **{CACHE_KWARG: cache})`)."""
+
+
+def set_attn_implementation(model, name: str) -> None:
+    """`model.set_attn_implementation(name)`, also for nested sub-models with their own config copy.
+
+    transformers 5.17's `set_attn_implementation` skips sub-models whose config has the parent's class, so a
+    switched T5 kept running the old attention in its encoder and decoder stacks; newer releases reach them,
+    and the loop below is then a no-op. Every switch inside hf-attn goes through here.
+    """
+    model.set_attn_implementation(name)
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if (module is not model and config is not None and config is not model.config
+                and hasattr(module, "set_attn_implementation") and config._attn_implementation != name):
+            module.set_attn_implementation(name)

@@ -39,7 +39,7 @@ def load(args, attn: str, device: str, dtype):
         cfg = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
         model = AutoModelForCausalLM.from_config(cfg)
-        model.set_attn_implementation(attn)
+        hf_attn.set_attention(model, attn)
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=dtype, attn_implementation=attn)
     return model.to(device, dtype).eval()

@@ -20,6 +20,8 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
+import hf_attn
+
 VOCAB = 97
 _COMMON = dict(
     vocab_size=VOCAB,
@@ -55,7 +57,7 @@ def tiny_model(arch: str, attn: str, seed: int = 0, dtype=torch.float32):
         model = T5ForConditionalGeneration(t5_config())
     else:
         model = AutoModelForCausalLM.from_config(DECODER_CONFIGS[arch]())
-    model.set_attn_implementation(attn)
+    hf_attn.set_attention(model, attn)
     return model.to(dtype).eval()
 
 

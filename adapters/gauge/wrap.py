@@ -5,7 +5,7 @@ from typing import Callable
 
 import torch
 
-from hf_attn.utils import HfAttnError
+from hf_attn.utils import HfAttnError, set_attn_implementation
 
 from ..base import WrapperSpec, find_targets, register_wrapper, replace_module
 from .config import GaugeConfig
@@ -50,7 +50,7 @@ def apply(model: torch.nn.Module, config: GaugeConfig) -> list[Callable[[], None
                           config.learn_variance, config.variance_mode, config.init_std)
         device = next(base.parameters()).device
         undo.append(replace_module(model, name, GaugeAttention(base, maps.to(device))))
-    model.set_attn_implementation("gauge")  # unwrap restores the base model's implementation
+    set_attn_implementation(model, "gauge")  # unwrap restores the base model's implementation
     return undo
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..utils import set_attn_implementation
 from .entropy import head_entropies
 
 # Implementations that cannot return attention maps; diagnostics run them as `eager` (identical math).
@@ -63,12 +64,12 @@ def maps_available(model: torch.nn.Module):
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
     swap = impl in NO_MAPS
     if swap:
-        model.set_attn_implementation("eager")
+        set_attn_implementation(model, "eager")
     try:
         yield impl
     finally:
         if swap:
-            model.set_attn_implementation(impl)
+            set_attn_implementation(model, impl)
 
 
 @torch.no_grad()
