@@ -171,7 +171,7 @@ def save_wrapper(model: torch.nn.Module, out_dir: str | Path) -> Path:
     """Write the wrapper config JSON and its own weights as safetensors, each atomically."""
     state = state_of(model)
     out_dir = Path(out_dir)
-    from hf_attn import __version__
+    from hf_attn.version import __version__
 
     meta = {"hf_attn_version": __version__, **state.config.to_dict()}
     with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
@@ -189,7 +189,7 @@ def read_wrapper_config(path: str | Path) -> WrapperConfig:
     version = data.pop("hf_attn_version", "unknown")
     kind = data.get("wrapper_type")
     if kind not in _WRAPPERS:
-        from hf_attn import __version__
+        from hf_attn.version import __version__
 
         raise HfAttnError(
             f"{file} needs the hf-attn wrapper '{kind}' (saved with hf-attn {version}), which this installation "

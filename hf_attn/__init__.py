@@ -3,19 +3,18 @@
 `import hf_attn` registers every variant with transformers, so
 `AutoModelForCausalLM.from_pretrained(path, attn_implementation="holo")` just works.
 """
-from . import attention  # noqa: F401  (registers the variants)
+from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention  # registers the variants
+from . import assets  # noqa: F401  (hf_attn.assets: the offline SmolLM2 weights and corpus)
 from .cache import RecurrentCache
-from . import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
+from .adapters import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters.tt import TTConfig
 from .adapters.modulators import FieldModulatorConfig, ResidualModulatorConfig, modulator_health
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
 from .hub import push_to_hub
 from .modeling import register_family, save_pretrained
-from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention
 from .utils import HfAttnError, MissingDependencyError
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "RecurrentCache",

@@ -8,7 +8,7 @@ import sys
 # Modules that add a subcommand; each defines `register(subparsers)` which sets `func` on its parser.
 COMMAND_MODULES = [
     "hf_attn.commands.variants",
-    "hf_attn.compare",
+    "hf_attn.commands.compare",
     "hf_attn.commands.push",
     "hf_attn.commands.sweep",
     "hf_attn.commands.prune",

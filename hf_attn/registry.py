@@ -16,6 +16,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from .attention import BUILTIN_SPECS
 from .utils import HfAttnError, set_attn_implementation
 
 # transformers' own implementations, accepted by `set_attention` next to ours.
@@ -136,3 +137,6 @@ def set_attention(model, name: str):
     set_attn_implementation(model, name)
     return model
 
+
+for _spec in BUILTIN_SPECS:  # holo, performer, gauge: each package describes itself in its SPEC
+    register_variant(**_spec)

@@ -23,7 +23,7 @@ from .families import family_of
 
 def checkpoint_fields(model: torch.nn.Module) -> dict:
     """The hf-attn fields of `model`'s checkpoint config: variant in use, wrapper config, version."""
-    from hf_attn import __version__
+    from hf_attn.version import __version__
     from hf_attn.registry import list_variants
 
     state = getattr(model, "hf_attn_wrapper", None)

@@ -16,7 +16,7 @@ HUB_KWARGS = ("revision", "token", "cache_dir", "local_files_only", "force_downl
 
 
 def _versions(config) -> str:
-    from hf_attn import __version__
+    from hf_attn.version import __version__
 
     return f"saved with hf-attn {config.hf_attn_version or 'unknown'}; this installation is hf-attn {__version__}"
 

@@ -28,7 +28,7 @@ import torch
 
 import hf_attn
 from hf_attn.adapters.tt import tt_report
-from hf_attn.tt import DENSE_MIN_ROWS
+from hf_attn.adapters.tt.decompose import DENSE_MIN_ROWS
 from hf_attn.utils import write_text_atomic
 
 
@@ -90,7 +90,7 @@ def measure(model, args, device, dtype) -> dict:
 def projection_bench(hidden: int, args, device, dtype) -> list[dict]:
     """One hidden x hidden projection, fwd+bwd (weight gradients included): dense nn.Linear vs a rank-16
     TTMatrixLinear per contraction, for several row counts up to batch * seq_len."""
-    from hf_attn.tt import TTMatrixLinear
+    from hf_attn.adapters.tt.decompose import TTMatrixLinear
 
     dense = torch.nn.Linear(hidden, hidden, bias=False)
     layers = {"dense": dense}

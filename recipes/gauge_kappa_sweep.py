@@ -4,7 +4,7 @@
 
 Loads SmolLM2-135M once (from --model-path, else the cached hf_attn.assets copy), evaluates the Wikipedia
 test split (hf_attn.assets.wiki_text, or --text-file) in non-overlapping windows with `sdpa`, then with
-`gauge` for each kappa (config.gauge_kappa), recording mean row_std with hf_attn.diagnostics.gauge during the
+`gauge` for each kappa (config.gauge_kappa), recording mean row_std with hf_attn.attention.gauge.diagnostics during the
 same forward. Writes kappa_sweep.csv, kappa_sweep.json and kappa_sweep.png (Agg) to --out.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 import hf_attn
-from hf_attn.diagnostics import gauge as gauge_diag
+from hf_attn.attention.gauge import diagnostics as gauge_diag
 from hf_attn.utils import atomic_path, write_text_atomic
 
 DEFAULT_KAPPAS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)

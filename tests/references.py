@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from hf_attn.attention.performer import DEFAULT_NUM_FEATURES, random_features
-from hf_attn.gauge import settings_from_config, wigner_d
+from hf_attn.attention.performer.features import DEFAULT_NUM_FEATURES, random_features
+from hf_attn.attention.gauge import settings_from_config, wigner_d
 
 
 def _expand(x, hq):

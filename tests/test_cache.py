@@ -64,7 +64,7 @@ def test_recurrent_state_refuses_non_causal_calls(variant):
 def test_holo_state_continues_across_paths(prefill_kernel, decode_kernel, monkeypatch):
     """The kernels keep holo's state packed, the PyTorch path as [Re | Im]; either continues the other's cache
     (on CUDA where there is one; on the CPU the Triton kernels run under the interpreter)."""
-    from hf_attn.attention import holo
+    from hf_attn.attention.holo import attention as holo
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = tiny_model("llama", "holo").to(device)
@@ -89,9 +89,10 @@ def decode_step_ops(monkeypatch, variant: str, head_dim: int, **config):
     the kernel path, run on CPU. Returns (op names, launch names of both calls, the layer's cache)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from hf_attn import attention
     from hf_attn.cache import RecurrentLayer
-    from hf_attn.kernels import holo_triton, performer_triton, scan
+    from hf_attn.attention.holo import attention as holo, kernel as holo_triton
+    from hf_attn.attention.performer import attention as performer, kernel as performer_triton
+    from hf_attn.kernels import scan
 
     ops, launches = [], []
 
@@ -111,7 +112,7 @@ def decode_step_ops(monkeypatch, variant: str, head_dim: int, **config):
         for name in ("_fwd_state", "_fwd"):
             monkeypatch.setattr(module, name, Launch(name))
     monkeypatch.setattr(scan, "_scan_blocks", Launch("_scan_blocks"))
-    monkeypatch.setattr(getattr(attention, variant), "kernels_enabled", lambda x: True)
+    monkeypatch.setattr({"holo": holo, "performer": performer}[variant], "kernels_enabled", lambda x: True)
     module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**config))
     layer = RecurrentLayer()
     fn = hf_attn.get_variant(variant).function

@@ -30,7 +30,7 @@ def test_gguf_loads_with_holo_and_runs_text_generation_pipeline():
 
 def test_sdpa_row_reproduces_known_perplexity(smollm2):
     """ASSETS.md: ~9.6 on 4 x 512-token Wikipedia windows; our held-out split sits in the same range."""
-    from hf_attn.compare import evaluate
+    from hf_attn.harness.compare import evaluate
 
     model, tok = smollm2
     windows = assets.token_windows(tok, assets.wiki_text("test"), 2, 256)
@@ -42,7 +42,7 @@ def test_sdpa_row_reproduces_known_perplexity(smollm2):
 
 @pytest.mark.parametrize("variant", sorted(hf_attn.list_variants()))
 def test_variant_swap_on_smollm2_costs_quality_but_stays_finite(smollm2, variant):
-    from hf_attn.compare import evaluate
+    from hf_attn.harness.compare import evaluate
 
     model, tok = smollm2
     windows = assets.token_windows(tok, assets.wiki_text("test"), 1, 128)

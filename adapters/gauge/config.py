@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_attn.gauge.irreps import DEFAULT_IRREP_SPEC, parse_irrep_spec
-from hf_attn.gauge.settings import (
+from hf_attn.attention.gauge.irreps import DEFAULT_IRREP_SPEC, parse_irrep_spec
+from hf_attn.attention.gauge.settings import (
     DEFAULT_KAPPA,
     DEFAULT_VARIANCE,
     GaugeSettings,

@@ -10,8 +10,8 @@ import math
 
 import torch
 
-from hf_attn.gauge import Beliefs
-from hf_attn.gauge.settings import GaugeSettings
+from hf_attn.attention.gauge import Beliefs
+from hf_attn.attention.gauge.settings import GaugeSettings
 
 from ..base import WrapperLayer
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..geometry import cayley_menger_features, regular_simplex
+from hf_attn.geometry import cayley_menger_features, regular_simplex
 from .common import ModulatorModule, logit
 from .config import FieldModulatorConfig
 

@@ -10,7 +10,7 @@ import torch
 
 from hf_attn.diagnostics.collectors import DiagnosticsContext, register_collector
 
-from ..geometry import participation_ratio, pentachoron_cv
+from hf_attn.geometry import participation_ratio, pentachoron_cv
 from .common import ModulatorModule
 
 MODULE_NAME = "hf_attn_modulator"

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from hf_attn.utils import HfAttnError
 
-from ..geometry import cayley_menger_volume, participation_ratio, pentachoron_cv
+from hf_attn.geometry import cayley_menger_volume, participation_ratio, pentachoron_cv
 from .common import ModulatorModule, logit
 from .config import ResidualModulatorConfig
 

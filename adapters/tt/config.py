@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_attn.adapters.base import WrapperConfig
-from hf_attn.tt import check_contraction
 from hf_attn.utils import HfAttnError
+
+from ..base import WrapperConfig
+from .decompose import check_contraction
 
 # Attention projections of Llama/Qwen2/Qwen3/Mistral (q_proj...) and T5 (q, k, v, o).
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "q", "k", "v", "o"]

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from hf_attn.adapters.base import WrapperLayer
-from hf_attn.tt import TTMatrixLinear, tt_matrix_to_dense, tt_num_params
 from hf_attn.utils import HfAttnError
+
+from ..base import WrapperLayer
+from .decompose import TTMatrixLinear, tt_matrix_to_dense, tt_num_params
 
 
 class TTLinear(WrapperLayer):

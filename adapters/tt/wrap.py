@@ -5,8 +5,9 @@ from typing import Any, Callable
 
 import torch
 
-from hf_attn.adapters.base import WrapperSpec, find_targets, register_wrapper, replace_module
 from hf_attn.utils import HfAttnError
+
+from ..base import WrapperSpec, find_targets, register_wrapper, replace_module
 
 from .config import TTConfig
 from .layer import TTLinear

@@ -1,45 +1,13 @@
-"""Attention functions with transformers' signature, one module per variant, registered on import."""
-from transformers.masking_utils import sdpa_mask
+"""Attention functions with transformers' signature: one package per variant, `common.py` shared by all.
 
-from ..gauge.irreps import DEFAULT_IRREP_SPEC
-from ..registry import register_variant
+Each variant package holds its math, its PyTorch path, its Triton kernels and dispatch, its diagnostics and
+a `SPEC` (name, function, summary, complexity, knobs); `hf_attn.registry` registers the `SPEC`s.
+"""
+from . import gauge, holo, performer
 from .gauge import gauge_attention_forward
 from .holo import holo_attention_forward
-from .performer import DEFAULT_NUM_FEATURES, performer_attention_forward
+from .performer import performer_attention_forward
 
-register_variant(
-    "holo",
-    holo_attention_forward,
-    summary="holographic reduced representations: FFT binding of keys with values, correlation retrieval",
-    complexity="O(T·D·log D) time, O(T·D) memory (T5 position_bias / 4D masks: materialised O(T²·D))",
-    config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)"},
-)
-register_variant(
-    "performer",
-    performer_attention_forward,
-    summary="FAVOR+ positive random features (Performer), chunked causal prefix sums",
-    complexity="O(T·m·D) time, O(T·m) memory (T5 position_bias / 4D masks: materialised O(T²))",
-    config_keys={
-        "performer_num_features": f"random features m (default {DEFAULT_NUM_FEATURES})",
-        "performer_seed": "feature seed, offset per layer; change it to redraw (default 0)",
-    },
-)
+BUILTIN_SPECS = (holo.SPEC, performer.SPEC, gauge.SPEC)
 
-register_variant(
-    "gauge",
-    gauge_attention_forward,
-    summary="softmax of -KL between Gaussian beliefs (query/key means, per-irrep-block variances), SO(3) frames",
-    complexity="O(T²·D) time on SDPA/flash kernels over head_dim+1..2 augmented dims, memory O(T) without masks "
-    "(per-dimension variances or output_attentions: explicit O(T²·D))",
-    mask=sdpa_mask,
-    config_keys={
-        "gauge_kappa": "temperature kappa > 0 (default None = 1/scaling, i.e. sqrt(head_dim))",
-        "gauge_irrep_spec": f"irrep blocks 'MULTxL+...' (default None = '{DEFAULT_IRREP_SPEC}' fitted to head_dim)",
-        "gauge_variance": "one variance for all blocks, or one per block (default 1.0)",
-        "gauge_compile": "torch.compile the augmented-vector prologue into fused kernels (default False)",
-        "gauge_pad_width": "zero-pad the augmented vectors to this width, a multiple of 8 (default None = the "
-        "smallest multiple of 8)",
-    },
-)
-
-__all__ = ["gauge_attention_forward", "holo_attention_forward", "performer_attention_forward"]
+__all__ = ["BUILTIN_SPECS", "gauge_attention_forward", "holo_attention_forward", "performer_attention_forward"]

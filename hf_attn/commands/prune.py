@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from hf_attn.prune import prune_run
+    from hf_attn.harness.prune import prune_run
 
     counts = [int(c) for c in args.counts.split(",")] if args.counts else None
     prune_run(args.run, counts=counts, orders=tuple(args.orders.split(",")), kind=args.entropy)

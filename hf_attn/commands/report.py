@@ -6,7 +6,7 @@ import sys
 
 
 def run(args) -> int:
-    from hf_attn.report import build_report
+    from hf_attn.harness.report import build_report
 
     report = build_report(args.runs, args.out, command="hf-attn report " + " ".join(map(shlex.quote, sys.argv[2:])))
     print(f"wrote {report}")

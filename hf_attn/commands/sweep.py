@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from hf_attn.sweep import run_sweep
+    from hf_attn.harness.sweep import run_sweep
 
     table = run_sweep(args.sweep, dry_run=args.dry_run)
     print(table.read_text())

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    import hf_attn
+    from ..adapters import list_wrappers
+    from ..registry import list_variants
 
     print("Attention implementations (attn_implementation=NAME):\n")
-    for variant in hf_attn.list_variants().values():
+    for variant in list_variants().values():
         print(variant.describe() + "\n")
-    wrappers = hf_attn.list_wrappers()
+    wrappers = list_wrappers()
     if wrappers:
         print("Wrappers with weights (hf_attn.wrap(model, CONFIG)):\n")
         for spec in wrappers.values():

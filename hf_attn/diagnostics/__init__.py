@@ -1,5 +1,4 @@
 """Diagnostics that work on any variant's attention maps, and the collector hook the training loop logs."""
-from . import gauge
 from .collectors import DiagnosticsContext, collect, collectors, register_collector
 from .entropy import attention_entropy, entanglement_entropy, head_entropies
 
@@ -9,7 +8,6 @@ __all__ = [
     "collect",
     "collectors",
     "entanglement_entropy",
-    "gauge",
     "head_entropies",
     "register_collector",
 ]

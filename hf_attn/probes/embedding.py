@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from hf_attn.adapters.geometry import CV_BAND, participation_ratio, pentachoron_cv, variance_dims
-from hf_attn.adapters.geometry.spectrum import covariance_eigenvalues
+from hf_attn.geometry import CV_BAND, participation_ratio, pentachoron_cv, variance_dims
+from hf_attn.geometry.spectrum import covariance_eigenvalues
 
 
 def embedding_probe(weight: torch.Tensor, rows: int = 20000, simplices: int = 1000, cosine_rows: int = 2000, seed: int = 0) -> dict:

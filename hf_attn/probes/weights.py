@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from hf_attn.adapters.geometry import singular_value_stats
+from hf_attn.geometry import singular_value_stats
 
 from .catalog import WeightEntry, by_group
 

@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import hf_attn  # noqa: F401  (registers variants and wrappers)
+    from .. import adapters, registry  # noqa: F401  (registers the variants and wrappers)
     from ..utils import HfAttnError, MissingDependencyError
     from .config import TrainConfig
     from .loop import train

@@ -6,7 +6,8 @@ import torch
 
 import hf_attn
 from hf_attn import kernels
-from hf_attn.attention import holo, performer
+from hf_attn.attention.holo import attention as holo
+from hf_attn.attention.performer import attention as performer
 
 triton = pytest.importorskip("triton")
 
@@ -30,7 +31,7 @@ def test_shapes_that_overflow_shared_memory_take_smaller_blocks_or_the_fallback(
 
 def test_performer_products_take_bf16_operands_only_for_bf16_inputs_of_head_dim_64_up(monkeypatch):
     """bf16 operands at head_dim 32 faulted on the H100; fp16's range would flush small features to zero."""
-    from hf_attn.kernels.performer_triton import operand_type
+    from hf_attn.attention.performer.kernel import operand_type
 
     monkeypatch.setattr(triton.knobs.runtime, "interpret", False)
     assert operand_type(torch.bfloat16, 64) == operand_type(torch.bfloat16, 128) == "bf16"
@@ -53,7 +54,7 @@ def test_enabled_kernels_are_called_and_agree(variant, monkeypatch):
     ref, _ = fn(mod, q, k, v, None)
     calls = []
     name = "holo_causal" if variant == "holo" else "performer_causal"
-    kmod = __import__(f"hf_attn.kernels.{variant}_triton", fromlist=[name])
+    kmod = __import__(f"hf_attn.attention.{variant}.kernel", fromlist=[name])
     real = getattr(kmod, name)
     monkeypatch.setattr(kmod, name, lambda *a, **kw: calls.append(1) or real(*a, **kw))
     monkeypatch.setattr(target, "kernels_enabled", lambda x: True)

@@ -1,0 +1,16 @@
+"""holo: holographic reduced representations as attention (math, PyTorch path, Triton kernels, dispatch).
+
+`math.py` is the HRR reference math, `attention.py` the attention function transformers calls (it picks the
+Triton path in `kernel.py` on CUDA), `SPEC` what the registry shows for it.
+"""
+from .attention import holo_attention_forward
+
+SPEC = dict(
+    name="holo",
+    function=holo_attention_forward,
+    summary="holographic reduced representations: FFT binding of keys with values, correlation retrieval",
+    complexity="O(T·D·log D) time, O(T·D) memory (T5 position_bias / 4D masks: materialised O(T²·D))",
+    config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)"},
+)
+
+__all__ = ["SPEC", "holo_attention_forward"]

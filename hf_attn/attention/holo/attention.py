@@ -1,0 +1,189 @@
+"""Holographic (HRR) attention: binding by circular convolution, retrieval by circular correlation.
+
+Each key/value pair is bound into one vector, `K_s * V_s` in the Fourier domain (circular convolution over
+head_dim); a query retrieves from the superposed memory by correlation, `o_t = irfft(conj(Q_t) * M_t) / n_t`
+(Plate 1995; Hrrformer, Alam et al. 2023). With `config.holo_unitary` (default True) the query and key spectra
+are projected to (soft) unit magnitude, so unbinding a stored key returns its value almost exactly.
+
+Normalisation: `M_t` is the *mean* of the bound pairs a query may see, `n_t` = number of visible real keys
+(causal prefix, padding excluded); a query that sees no key returns zeros.
+
+Paths:
+- fused (CUDA, causal, automatic): Triton kernels in `kernel.py` beside this module, same math; see
+  docs/kernels.md. A `RecurrentCache` carries the causal state across `generate` steps on either path.
+- linear (default): causal prefix sums of the bound spectra (chunked triangular matmuls), or one sum for
+  encoders. No `T x T` matrix; time O(T * D^2) with the DFT as a (D x D+2) matmul (tensor cores beat a
+  size-64 FFT; O(T * D log D) with an FFT), memory O(T * D). Under a KV cache the prefix before the new queries is summed once.
+- materialised (T5 and explicit 4D masks): `M_t = sum_s w_ts K_s V_s` with `w_t = softmax(bias_t)` over
+  visible keys, where `bias` is T5's relative `position_bias` (plus any additive mask). This is how holo
+  gives T5 its only position signal; with zero bias it is exactly the linear path. Time/memory O(T^2 * D).
+
+Attention dropout (training only) drops whole bound pairs, the HRR analogue of dropping attention weights.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from ...cache import RecurrentLayer, recurrent_layer
+from ...kernels import kernels_enabled
+from ...utils import HfAttnError
+from .math import SOFT, bind, dft_matrices, spectrum, unbind
+from ..common import (
+    AttentionCall,
+    check_dropout,
+    expand_kv,
+    group_queries,
+    masked_softmax_weights,
+    parse_call,
+    ungroup,
+)
+
+CHUNK = 128
+
+
+def prefix_sum(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Inclusive prefix sum along dim 2 of `(B, H, T, F)`: triangular matmuls within chunks, carries between."""
+    b, h, t, f = x.shape
+    pad = (-t) % chunk
+    xc = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, chunk, f)
+    tril = torch.ones(chunk, chunk, device=x.device, dtype=x.dtype).tril()
+    inner = tril @ xc
+    totals = inner[:, :, :, -1]
+    carry = totals.cumsum(2) - totals
+    return (inner + carry[:, :, :, None]).view(b, h, -1, f)[:, :, :t]
+
+
+def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, init=None):
+    """Memory and key count each query sees: `(B, Hkv, Tq or 1, 2F)`, `(B, 1, Tq or 1)`.
+
+    `init = (memory (B, Hkv, 2F), count (B,))` is state carried by a `RecurrentCache`.
+    """
+    if not call.causal:
+        return kv.sum(2, keepdim=True), count.sum(-1, keepdim=True)
+    off = call.q_offset
+    mem = prefix_sum(kv[:, :, off:]) + kv[:, :, :off].sum(2, keepdim=True)
+    n = count[..., off:].cumsum(-1) + count[..., :off].sum(-1, keepdim=True)
+    if init is not None:
+        mem, n = mem + init[0][:, :, None], n + init[1].to(n.dtype)[:, None, None]
+    return mem, n
+
+
+def _masked_pairs(kv: torch.Tensor, call: AttentionCall):
+    """Bound pairs with padded keys zeroed (never NaN-propagating), and the per-key count `(B, 1, Tk)`."""
+    b, _, tk, _ = kv.shape
+    if call.key_padding is None:
+        return kv, torch.ones(b, 1, tk, device=kv.device)
+    kv = torch.where(call.key_padding[:, None, :, None], kv, torch.zeros((), dtype=kv.dtype, device=kv.device))
+    return kv, call.key_padding.float()[:, None, :]
+
+
+def holo_linear(q_spec, kv: torch.Tensor, call: AttentionCall, init=None):
+    """Linear-time retrieval; `q_spec` `(B,Hq,Tq,F)` pair, bound pairs `kv (B,Hkv,Tk,2F)` -> `(B,Hkv,G,Tq,D)`.
+
+    Also returns the final causal state `(memory (B,Hkv,2F), count (B,))` for a `RecurrentCache`.
+    """
+    kv, count = _masked_pairs(kv, call)
+    mem, n = _prefix_memory(kv, count, call, init)
+    q = tuple(group_queries(x, call.groups) for x in q_spec)
+    out = unbind(q, mem[:, :, None])
+    return out / n.clamp_min(1.0)[:, :, None, :, None], (mem[:, :, -1], n[:, 0, -1])
+
+
+def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
+    """Share of each output's norm contributed by each source pair, `(B, Hq, Tq, Tk)`, rows sum to 1.
+
+    By Parseval, `||irfft(conj(Q_t) K_s V_s)||^2 = sum_f c_f |Q_tf|^2 |K_sf|^2 |V_sf|^2 / D` (c_f = 1 at DC
+    and Nyquist, 2 elsewhere), so the map costs one `Tq x Tk` product, not a `Tq x Tk x D` tensor.
+    """
+    power = lambda s: s[0] ** 2 + s[1] ** 2  # noqa: E731
+    nf = q_spec[0].shape[-1]
+    d = 2 * (nf - 1)
+    c = torch.full((nf,), 2.0, device=weights.device)
+    c[0] = c[-1] = 1.0  # DC and Nyquist (head_dim is even)
+    groups = q_spec[0].shape[1] // k_spec[0].shape[1]
+    src = expand_kv(power(k_spec) * power(v_spec), groups)
+    norms = ((power(q_spec) * c) @ src.transpose(-1, -2)).clamp_min(0).sqrt() / d**0.5
+    amount = weights * norms
+    return amount / amount.sum(-1, keepdim=True).clamp_min(torch.finfo(amount.dtype).tiny)
+
+
+def _cached_state(layer: RecurrentLayer | None, head_dim: int, packed: bool):
+    """A `RecurrentCache` layer's state as `(memory, count)` in the layout one path uses: the PyTorch path's
+    `[Re | Im]` `(B, Hkv, 2F)`, or the kernels' packed `(B, Hkv, 2, FP)` (`packed=True`). Each path stores its
+    own layout, so a generation served by one path never converts; switching paths mid-way converts once."""
+    if layer is None or not layer.state:
+        return None
+    state = layer.state
+    if packed == ("packed" in state):
+        return state["packed" if packed else "memory"], state["count"]
+    from . import kernel as kt
+
+    if packed:
+        re, im = state["memory"].chunk(2, dim=-1)
+        return kt.pack_spectrum(torch.complex(re, im), kt.state_width(head_dim)), state["count"]
+    spec = kt.unpack_spectrum(state["packed"], head_dim)
+    return torch.cat([spec.real, spec.imag], -1), state["count"]
+
+
+def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: RecurrentLayer | None):
+    """The fused Triton path (CUDA): same math, state carried in the kernels' packed layout."""
+    from . import kernel as kt
+
+    init = _cached_state(layer, query.shape[-1], packed=True)
+    out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project)
+    if layer is not None:
+        layer.state = {"packed": mem, "count": n}
+    return out
+
+
+def holo_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """transformers attention function for `attn_implementation="holo"`; `scaling` is unused (HRR has no logits).
+
+    Returns `(out (B, Tq, Hq, D), weights or None)`; weights are the contribution map when
+    `output_attentions=True`.
+    """
+    call = parse_call("holo", module, query, key, value, attention_mask, kwargs)
+    if key.shape[-1] != value.shape[-1]:
+        raise HfAttnError(f"holo binds keys with values by circular convolution: key head_dim {key.shape[-1]} "
+                         f"must equal value head_dim {value.shape[-1]}.")
+    if query.shape[-1] % 2:
+        raise HfAttnError(
+            f"holo needs an even head_dim (its real spectra pair DC with a Nyquist bin); this model has "
+            f"head_dim {query.shape[-1]}. Use 'performer' for this model."
+        )
+    p = check_dropout("holo", dropout, module)
+    project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
+    want_map = bool(kwargs.get("output_attentions"))
+    layer = recurrent_layer("holo", key, query.shape[2], call.causal and not call.materialised)
+    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+        return _holo_kernel(query, key, value, call, project, layer), None
+    q_spec, k_spec, v_spec = spectrum(query, project), spectrum(key, project), spectrum(value, False)
+    kv = bind(k_spec, v_spec)
+    if p:
+        kv = kv * (torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p)
+    weights = None
+    if call.materialised or want_map:
+        b, hq, tq, _ = query.shape
+        w = masked_softmax_weights(call, torch.zeros(b, hq, tq, key.shape[2], device=query.device))
+    if call.materialised:
+        out = unbind(q_spec, w @ expand_kv(kv, call.groups)).transpose(1, 2).contiguous()
+    else:
+        out, state = holo_linear(q_spec, kv, call, _cached_state(layer, query.shape[-1], packed=False))
+        out = ungroup(out)
+        if layer is not None:
+            layer.state = {"memory": state[0], "count": state[1]}
+    if want_map:
+        weights = contribution_map(q_spec, k_spec, v_spec, w).to(query.dtype)
+    return out.to(query.dtype), weights

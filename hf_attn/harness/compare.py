@@ -1,0 +1,142 @@
+"""The main job: one pretrained model, several attention implementations, one table.
+
+`hf-attn compare` (hf_attn/commands/compare.py) loads the model once (SmolLM2-135M by default), switches its attention with
+`set_attn_implementation`, and for each implementation measures perplexity on held-out text, forward
+tokens/s and peak memory. It writes `results.json`, `results.csv`, `compare.png` and `summary.md`.
+
+The variants replace softmax attention in a model that was *trained* with softmax attention, with no
+fine-tuning: their perplexity measures how far the swap moves the model, not what the variant can
+reach after recovery training (see the training recipes).
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..measure import PeakMemory, sync
+from ..registry import BUILTIN_IMPLEMENTATIONS, get_variant, set_attention
+from ..utils import HfAttnError, atomic_path, write_text_atomic
+
+DEFAULT_IMPLS = ("sdpa", "eager", "holo", "performer")
+
+
+@dataclass
+class Row:
+    implementation: str
+    perplexity: float
+    tokens_per_s: float
+    peak_mib: float
+    tokens: int
+
+
+def default_implementations(device: torch.device) -> list[str]:
+    impls = list(DEFAULT_IMPLS)
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        impls.insert(1, "flash_attention_2")
+    return impls
+
+
+@torch.no_grad()
+def evaluate(model, windows: torch.Tensor, batch_size: int, device: torch.device, desc: str) -> Row:
+    """Token-weighted perplexity over `windows (N, T)`, forward throughput and peak memory."""
+    nll, count, seconds = 0.0, 0, 0.0
+    model(input_ids=windows[:1, :64].to(device))  # warm-up: first-call allocations and kernel selection
+    with PeakMemory(device) as pm:
+        for i in tqdm(range(0, len(windows), batch_size), desc=desc, leave=False):
+            x = windows[i : i + batch_size].to(device)
+            sync(device)
+            start = time.perf_counter()
+            out = model(input_ids=x, labels=x)
+            sync(device)
+            seconds += time.perf_counter() - start
+            n = x.numel() - x.shape[0]  # shifted labels
+            nll += out.loss.float().item() * n
+            count += n
+    impl = model.config._attn_implementation
+    return Row(impl, math.exp(nll / count), windows.numel() / seconds, pm.mib, windows.numel())
+
+
+def explain(rows: list[Row]) -> str:
+    """What the numbers mean, in words, relative to the `sdpa` row."""
+    base = next((r for r in rows if r.implementation == "sdpa"), rows[0])
+    lines = [
+        f"Perplexity is on held-out text; `{base.implementation}` is the model as trained (softmax attention).",
+        "eager/sdpa/flash_attention_2 compute the same softmax attention, so their perplexities should agree; "
+        "they differ only in speed and memory.",
+    ]
+    for r in rows:
+        if r.implementation in ("sdpa", "eager", "flash_attention_2"):
+            continue
+        lines.append(
+            f"{r.implementation}: perplexity {r.perplexity:,.1f} vs {base.perplexity:,.1f} "
+            f"({r.perplexity / base.perplexity:,.1f}x). The model's weights were trained for softmax attention, so a "
+            "swapped-in variant loses quality until it is fine-tuned (recovery recipes: docs/training.md); this row "
+            "is the starting point of that recovery, not the variant's ceiling."
+        )
+    return "\n".join(lines)
+
+
+def format_table(rows: list[Row]) -> str:
+    head = f"{'implementation':<20}{'perplexity':>14}{'tokens/s':>12}{'peak MiB':>11}"
+    body = [f"{r.implementation:<20}{r.perplexity:>14,.2f}{r.tokens_per_s:>12,.0f}{r.peak_mib:>11,.0f}" for r in rows]
+    return "\n".join([head, "-" * len(head), *body])
+
+
+def plot(rows: list[Row], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r.implementation for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, key, label in zip(
+        axes, ("perplexity", "tokens_per_s", "peak_mib"), ("perplexity (log)", "forward tokens/s", "peak MiB")
+    ):
+        ax.bar(names, [getattr(r, key) for r in rows], color="tab:blue")
+        ax.set_title(label)
+        ax.tick_params(axis="x", rotation=30)
+        if key == "perplexity":
+            ax.set_yscale("log")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def write_results(rows: list[Row], out: Path, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
+    with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
+        w.writeheader()
+        w.writerows(asdict(r) for r in rows)
+    summary = f"# hf-attn compare\n\n{json.dumps(meta)}\n\n```\n{format_table(rows)}\n```\n\n{explain(rows)}\n"
+    write_text_atomic(out / "summary.md", summary)
+    plot(rows, out / "compare.png", f"{meta['model']} on {meta['corpus']}, {meta['tokens']} tokens, {meta['device']}")
+
+
+def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name_or_path == "smollm2":
+        from ..assets import smollm2_path
+
+        name_or_path = str(smollm2_path())
+    path = Path(name_or_path)
+    if not path.exists():
+        raise HfAttnError(
+            f"Model '{name_or_path}' is neither 'smollm2' nor a local folder. The Hub is not reachable here: "
+            "pass a folder written by save_pretrained."
+        )
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, AutoTokenizer.from_pretrained(path), path.name
