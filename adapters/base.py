@@ -235,6 +235,7 @@ def wrapper_spec(kind: str, source: str | Path, version: str = "unknown") -> Wra
 
 
 def read_wrapper_config(path: str | Path) -> WrapperConfig:
+    """The wrapper config saved in `path` (a folder or its `hf_attn_wrapper.json`), validated."""
     return _read_config(path)[0]
 
 
