@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from hf_attn.utils import HfAttnError, atomic_path, set_attn_implementation, write_text_atomic
@@ -70,10 +72,15 @@ class WrapperLayer(torch.nn.Module):
 
 @dataclass
 class WrapperSpec:
+    """A registered wrapper. `attn_implementation`: the attention its modules need (gauge: 'gauge'); `apply`
+    switches the model to it, `set_attention` refuses another until `unwrap`, and a save stores the base
+    model's attention instead (the wrapper switches again on load)."""
+
     name: str
     config_cls: type[WrapperConfig]
     apply: Callable[[torch.nn.Module, WrapperConfig], list[Callable[[], None]]]
     merge: Callable[[torch.nn.Module], None] | None = None
+    attn_implementation: str | None = None
 
 
 _WRAPPERS: dict[str, WrapperSpec] = {}
@@ -96,7 +103,14 @@ class WrapperState:
     config: WrapperConfig
     undo: list[Callable[[], None]]
     requires_grad: dict[str, bool]
-    attn_implementation: str | None = None  # the base model's, restored by unwrap (a wrapper may switch it)
+    attn_implementation: str | None = None  # the base model's before wrapping
+    pinned: str | None = None  # the attention the wrapper switched to and needs; unwrap restores the base's
+
+
+def pinned_attention(model: torch.nn.Module) -> str | None:
+    """The attention implementation `model`'s wrapper needs (None when unwrapped or when any will do)."""
+    state = getattr(model, "hf_attn_wrapper", None)
+    return state.pinned if state is not None else None
 
 
 def find_targets(model: torch.nn.Module, targets: list[str] | str, kinds: tuple[type, ...] = ()) -> list[str]:
@@ -151,7 +165,10 @@ def wrap(model: torch.nn.Module, config: WrapperConfig) -> torch.nn.Module:
         for name, p in model.named_parameters():
             p.requires_grad_(requires_grad.get(name, p.requires_grad))
         raise
-    model.hf_attn_wrapper = WrapperState(config, undo, requires_grad, attn)
+    now = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    # a wrapper that switched attention needs it, declared (spec) or not (detected here)
+    pinned = _WRAPPERS[config.wrapper_type].attn_implementation or (now if now != attn else None)
+    model.hf_attn_wrapper = WrapperState(config, undo, requires_grad, attn, pinned)
     return model
 
 
@@ -167,36 +184,91 @@ def wrapper_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+SAVE_ID = "hf_attn_save_id"  # one random id per save, in both files: a reader can tell a mixed pair
+
+
 def save_wrapper(model: torch.nn.Module, out_dir: str | Path) -> Path:
-    """Write the wrapper config JSON and its own weights as safetensors, each atomically."""
+    """Write the wrapper config JSON and its own weights as safetensors, each atomically.
+
+    Both files carry the same random save id (the JSON field and the safetensors metadata `hf_attn_save_id`),
+    so `load_wrapper` refuses a pair from two different saves, e.g. read while another save was writing.
+    (Files without the id, from older hf-attn or tensors re-saved by hand, are not checked.)
+    """
     state = state_of(model)
     out_dir = Path(out_dir)
     from hf_attn.version import __version__
 
-    meta = {"hf_attn_version": __version__, **state.config.to_dict()}
+    save_id = uuid.uuid4().hex
+    meta = {"hf_attn_version": __version__, SAVE_ID: save_id, **state.config.to_dict()}
     with atomic_path(out_dir / WEIGHTS_NAME) as tmp:
-        save_file(wrapper_state_dict(model), str(tmp), metadata={"format": "pt", "wrapper_type": state.config.wrapper_type})
+        save_file(wrapper_state_dict(model), str(tmp),
+                  metadata={"format": "pt", "wrapper_type": state.config.wrapper_type, SAVE_ID: save_id})
     write_text_atomic(out_dir / CONFIG_NAME, json.dumps(meta, indent=2, default=list))
     return out_dir
 
 
-def read_wrapper_config(path: str | Path) -> WrapperConfig:
-    path = Path(path)
-    file = path / CONFIG_NAME if path.is_dir() else path
-    if not file.exists():
-        raise HfAttnError(f"No {CONFIG_NAME} in {path}: is this a folder written by hf_attn.save_wrapper?")
-    data = json.loads(file.read_text())
-    version = data.pop("hf_attn_version", "unknown")
-    kind = data.get("wrapper_type")
+def read_wrapper_file(file: str | Path) -> dict[str, Any]:
+    """The contents of an `hf_attn_wrapper.json`, checked to be a JSON object naming its `wrapper_type`."""
+    file = Path(file)
+    try:
+        data = json.loads(file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HfAttnError(f"{file} is not valid JSON ({e}): the file is damaged. Save the wrapper again with "
+                          "hf_attn.save_wrapper (or download it again).") from e
+    if not isinstance(data, dict) or not isinstance(data.get("wrapper_type"), str):
+        raise HfAttnError(f"{file} must be a JSON object with a 'wrapper_type' string (as hf_attn.save_wrapper "
+                          f"writes), got {json.dumps(data)[:80]}. Save the wrapper again with hf_attn.save_wrapper.")
+    return data
+
+
+def wrapper_spec(kind: str, source: str | Path, version: str = "unknown") -> WrapperSpec:
+    """The registered wrapper `kind` that `source` needs, or an error saying how to get it."""
     if kind not in _WRAPPERS:
         from hf_attn.version import __version__
 
         raise HfAttnError(
-            f"{file} needs the hf-attn wrapper '{kind}' (saved with hf-attn {version}), which this installation "
+            f"{source} needs the hf-attn wrapper '{kind}' (saved with hf-attn {version}), which this installation "
             f"(hf-attn {__version__}) does not have: it has {', '.join(sorted(_WRAPPERS)) or 'none'}. "
-            "Upgrade hf-attn."
+            "Upgrade hf-attn, or import the package that registers the wrapper."
         )
-    return WrapperConfig.from_dict(data)
+    return _WRAPPERS[kind]
+
+
+def read_wrapper_config(path: str | Path) -> WrapperConfig:
+    """The wrapper config saved in `path` (a folder or its `hf_attn_wrapper.json`), validated."""
+    return _read_config(path)[0]
+
+
+def _read_config(path: str | Path) -> tuple[WrapperConfig, str | None]:
+    """`(config, save id)` of the `hf_attn_wrapper.json` in (or at) `path`, read once."""
+    path = Path(path)
+    file = path / CONFIG_NAME if path.is_dir() else path
+    if not file.exists():
+        raise HfAttnError(f"No {CONFIG_NAME} in {path}: is this a folder written by hf_attn.save_wrapper?")
+    data = read_wrapper_file(file)
+    version = data.pop("hf_attn_version", "unknown")
+    save_id = data.pop(SAVE_ID, None)
+    wrapper_spec(data["wrapper_type"], file, version)
+    return WrapperConfig.from_dict(data), save_id
+
+
+def read_wrapper_weights(folder: Path, save_id: str | None) -> dict[str, torch.Tensor]:
+    """The wrapper tensors of `folder`, after checking the file is whole and from save `save_id` (the JSON's)."""
+    file = folder / WEIGHTS_NAME
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            saved_id = (f.metadata() or {}).get(SAVE_ID)
+        tensors = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise HfAttnError(f"{file} cannot be read as safetensors ({e}): it is missing, truncated or damaged. "
+                          "Save the wrapper again with hf_attn.save_wrapper (or download it again).") from e
+    if None not in (saved_id, save_id) and saved_id != save_id:  # no id: older hf-attn, or tensors re-saved by hand
+        raise HfAttnError(
+            f"{folder / CONFIG_NAME} and {file} come from two different saves (save ids {save_id} and "
+            f"{saved_id}): a save may have been running while they were read. Load again once the save has "
+            "finished, or save the wrapper again."
+        )
+    return tensors
 
 
 def load_wrapper(base_model: torch.nn.Module, path: str | Path, **hub_kwargs) -> torch.nn.Module:
@@ -207,28 +279,37 @@ def load_wrapper(base_model: torch.nn.Module, path: str | Path, **hub_kwargs) ->
     """
     from hf_attn.hub import resolve_folder
 
-    path = resolve_folder(path, [CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs)
-    config = read_wrapper_config(path)
+    path = Path(resolve_folder(path, [CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs))
+    config, save_id = _read_config(path)
+    tensors = read_wrapper_weights(path, save_id)  # everything is read and checked before the model changes
     wrap(base_model, config)
-    tensors = load_file(str(Path(path) / WEIGHTS_NAME))
-    own = wrapper_state_dict(base_model)
+    try:
+        _load_tensors(base_model, tensors, path)
+    except BaseException:  # all or nothing: a failed load leaves the base model unwrapped
+        unwrap(base_model)
+        raise
+    return base_model
+
+
+def _load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Copy the saved wrapper tensors into the freshly wrapped `model` (strict: names and shapes)."""
+    own = wrapper_state_dict(model)
     missing, unexpected = set(own) - set(tensors), set(tensors) - set(own)
     if missing or unexpected:
-        unwrap(base_model)
         raise HfAttnError(
             f"Wrapper weights in {path} do not fit this model (missing {sorted(missing)[:5]}, unexpected "
             f"{sorted(unexpected)[:5]}): load it onto the same base architecture it was trained on."
         )
-    modules = dict(base_model.named_modules())
+    bad = {k: (tuple(t.shape), tuple(own[k].shape)) for k, t in tensors.items() if t.shape != own[k].shape}
+    if bad:
+        key, (saved, expected) = next(iter(bad.items()))
+        raise HfAttnError(f"Wrapper tensor {key} in {path} has shape {saved}, model expects {expected}: load it "
+                          "onto the same base architecture it was trained on.")
+    modules = dict(model.named_modules())
     with torch.no_grad():
         for key, t in tensors.items():
             owner, _, leaf = key.rpartition(".")
-            target = getattr(modules[owner], leaf)
-            if target.shape != t.shape:
-                unwrap(base_model)
-                raise HfAttnError(f"Wrapper tensor {key} has shape {tuple(t.shape)}, model expects {tuple(target.shape)}.")
-            target.copy_(t)
-    return base_model
+            getattr(modules[owner], leaf).copy_(t)
 
 
 def unwrap(model: torch.nn.Module, merge: bool = False) -> torch.nn.Module:
@@ -245,7 +326,8 @@ def unwrap(model: torch.nn.Module, merge: bool = False) -> torch.nn.Module:
     for name, p in model.named_parameters():
         if name in state.requires_grad:
             p.requires_grad_(state.requires_grad[name])
-    if state.attn_implementation is not None and model.config._attn_implementation != state.attn_implementation:
+    # only a wrapper's own switch is undone; a variant set_attention chose while wrapped stays
+    if state.pinned is not None and state.attn_implementation not in (None, model.config._attn_implementation):
         set_attn_implementation(model, state.attn_implementation)
     del model.hf_attn_wrapper
     return model

@@ -8,6 +8,13 @@ per-token decode cost and memory do not grow with context. Cached tokens equal f
 How it reaches the attention function: transformers calls `cache.update(k, v, layer_idx)` and passes what it
 returns to the attention function. `RecurrentLayer.update` returns only the new keys/values, tagged with the
 layer (`recurrent_layer(key)`), and the variant reads and replaces the state there.
+
+Any other attention (sdpa, eager, flash, gauge) would see only the new keys and silently attend to them alone.
+The cache therefore checks that every tagged call was consumed: each `update` first verifies that the layer
+updated before it (the previous layer of this forward, or the last layer of the previous one) ran a variant
+that read its state. This needs no knowledge of which implementation a layer runs, so it also catches
+wrappers that route attention elsewhere and keys copied on their way (losing the tag); an unconsumed prefill
+(whose outputs are still exact) fails at the next layer or the first decode step, before a wrong token.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ class RecurrentLayer(CacheLayerMixin):
         self.state: dict[str, torch.Tensor] = {}
         self.variant: str | None = None
         self.seen = 0
+        self.consumed = True  # False from `update` until a variant reads the state (`recurrent_layer`)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.device, self.dtype = key_states.device, key_states.dtype
@@ -40,6 +48,7 @@ class RecurrentLayer(CacheLayerMixin):
             self.lazy_initialization(key_states, value_states)
         setattr(key_states, _TAG, self)
         self.seen += key_states.shape[-2]
+        self.consumed = False
         return key_states, value_states
 
     def get_mask_sizes(self, query_length, *args) -> tuple[int, int]:
@@ -57,7 +66,7 @@ class RecurrentLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
-        self.state, self.variant, self.seen = {}, None, 0
+        self.state, self.variant, self.seen, self.consumed = {}, None, 0, True
 
     def offload(self):
         self.state = {k: v.to("cpu", non_blocking=True) for k, v in self.state.items()}
@@ -86,6 +95,20 @@ class RecurrentCache(Cache):
 
     def __init__(self, *args, **kwargs):
         super().__init__(layer_class_to_replicate=RecurrentLayer)
+        self._last: tuple[int, RecurrentLayer] | None = None  # the layer updated last, checked at the next update
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        """`Cache.update`, refusing to go on if the previously updated layer's attention ignored its state."""
+        if self._last is not None and not self._last[1].consumed:
+            raise HfAttnError(
+                f"Layer {self._last[0]}'s attention did not use the RecurrentCache state: only attention with a "
+                "recurrent form (holo, performer) can decode from it; any other (sdpa, eager, flash, gauge) would "
+                "attend to the newest tokens only. Use the default DynamicCache (drop the cache argument), or "
+                "switch the model with hf_attn.set_attention(model, 'holo') and start a fresh RecurrentCache."
+            )
+        keys, values = super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        self._last = (layer_idx, self.layers[layer_idx])
+        return keys, values
 
     def state_bytes(self) -> int:
         """Bytes held by all layers' states (constant in the number of tokens seen)."""
@@ -110,5 +133,11 @@ def recurrent_layer(variant: str, key: torch.Tensor, query_len: int, causal_self
     if key.shape[-2] != query_len:
         raise HfAttnError(f"{variant}: RecurrentCache expects keys only for the {query_len} new tokens, "
                           f"got {key.shape[-2]}.")
-    layer.variant = variant
+    layer.variant, layer.consumed = variant, True
     return layer
+
+
+def tokens_seen(key: torch.Tensor) -> int:
+    """How many keys the attention call really covers: with a RecurrentCache, every token its layer has seen."""
+    layer = getattr(key, _TAG, None)
+    return key.shape[-2] if layer is None else layer.seen

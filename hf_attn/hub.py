@@ -7,14 +7,17 @@ huggingface_hub places (`token=`, `HF_TOKEN`, `hf auth login`); the endpoint fro
 """
 from __future__ import annotations
 
+import fnmatch
+import os
 import re
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
 import torch
 
-from .utils import HfAttnError, atomic_dir
+from .utils import HfAttnError, atomic_dir, regular_file_inside
 
 # What a pushed checkpoint may contain; everything else (optimizer/scheduler state, pickles) stays home.
 UPLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken")
@@ -97,19 +100,41 @@ def _check_loadable(folder: Path, run_config: dict | None) -> None:
         )
 
 
+def upload_files(checkpoint: Path) -> tuple[list[tuple[str, Path]], list[str]]:
+    """`([(name, file to upload)], names left out)` for a checkpoint folder: regular files matching
+    UPLOAD_PATTERNS only (README.md and plots/ are written anew by `stage`).
+
+    An uploadable name that is a link leaving the folder, or a FIFO/device/folder, is refused rather than
+    skipped: uploading it could publish a file that is not part of the checkpoint (a link to a key file, say),
+    and skipping it could publish a checkpoint without its weights. A link within the folder uploads its target.
+    """
+    files, left_out = [], []
+    for entry in sorted(checkpoint.iterdir()):
+        if entry.name in ("README.md", "plots"):
+            continue
+        if not any(fnmatch.fnmatch(entry.name, p) for p in UPLOAD_PATTERNS):
+            left_out.append(entry.name)
+        elif not regular_file_inside(entry, checkpoint):
+            raise HfAttnError(
+                f"{entry} is not a regular file inside {checkpoint} (a link leading outside it, or a special "
+                "file): hf-attn uploads only the checkpoint's own files. Copy the file into the folder if it "
+                "belongs to the checkpoint, or remove it."
+            )
+        else:
+            files.append((entry.name, entry.resolve()))
+    return files, left_out
+
+
 def _link_checkpoint(src: Path, dst: Path) -> list[str]:
     """Hard-link (or copy) the uploadable files of `src` into `dst`; returns the names left out."""
-    import fnmatch
-
-    left_out = []
-    for entry in sorted(src.iterdir()):
-        if entry.is_file() and any(fnmatch.fnmatch(entry.name, p) for p in UPLOAD_PATTERNS):
-            try:
-                (dst / entry.name).hardlink_to(entry)
-            except OSError:
-                shutil.copy2(entry, dst / entry.name)
-        elif entry.name != "README.md" and entry.name != "plots":
-            left_out.append(entry.name)
+    files, left_out = upload_files(src)
+    for name, file in files:
+        try:
+            os.link(file, dst / name, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(file, dst / name, follow_symlinks=False)
+        if not stat.S_ISREG((dst / name).lstat().st_mode):  # `file` was swapped for a link since the check
+            raise HfAttnError(f"{src / name} changed while it was being staged; push again.")
     return left_out
 
 
@@ -157,14 +182,17 @@ def push_to_hub(
 ):
     """Upload `source` (a model, a checkpoint folder or a run folder) to `repo_id` with a model card.
 
-    Returns the `CommitInfo`, or with `dry_run=DIR` the folder it would upload (nothing is sent).
+    Returns the `CommitInfo`, or with `dry_run=DIR` the folder it would upload (nothing is sent). DIR must be
+    new or empty: it receives exactly what would be uploaded, and hf-attn never deletes files it did not
+    write (like `huggingface_hub.snapshot_download(local_dir=...)`, which writes beside existing files, a
+    dry run never empties a folder; unlike it, it refuses to mix the upload with other files).
     """
     if not REPO_ID.match(repo_id):
         raise HfAttnError(f"repo_id must look like 'user/name', got '{repo_id}'.")
     card_kwargs = dict(run_dir=run_dir, wrapper_only=wrapper_only, base_model=base_model, license=license,
                        datasets=datasets)
     if dry_run is not None:
-        with atomic_dir(dry_run, drop=("*",)) as tmp:
+        with atomic_dir(dry_run, new=True) as tmp:
             stage(source, tmp, repo_id, **card_kwargs)
         return Path(dry_run)
     from huggingface_hub import HfApi

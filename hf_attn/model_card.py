@@ -4,7 +4,8 @@ The card reads what the checkpoint and its run folder recorded, and tolerates ab
 - checkpoint: `config.json` (hf-attn fields) or, for a wrapper-only folder, `hf_attn_wrapper.json`;
 - run folder: `config.yaml` (training config), `metrics.csv` (one row per logged step: `step`, `loss`, ...),
   `eval.json` / `eval_results.json` / `results.json` (evaluation), `diagnostics.json`, and `*.png` plots
-  (top level or `plots/`).
+  (top level or `plots/`). A record or plot that is a link leading out of the run folder is ignored: the
+  card and its plots are published, and only the run's own files belong there.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .utils import HfAttnError, write_text_atomic
+from .utils import HfAttnError, regular_file_inside, write_text_atomic
 
 RUN_CONFIGS = ("config.yaml", "config.yml")
 EVAL_FILES = ("eval.json", "eval_results.json", "results.json")
@@ -45,7 +46,8 @@ class RunRecord:
 
 
 def _first(folder: Path, names: tuple[str, ...]) -> Path | None:
-    return next((folder / n for n in names if (folder / n).is_file()), None)
+    """The first of `names` in `folder`; a link leaving the folder is not the run's record (never published)."""
+    return next((folder / n for n in names if regular_file_inside(folder / n, folder)), None)
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:
@@ -70,13 +72,14 @@ def read_run(run_dir: str | Path | None) -> RunRecord:
     run_dir = Path(run_dir)
     if (path := _first(run_dir, RUN_CONFIGS)) is not None:
         record.config = yaml.safe_load(path.read_text()) or {}
-    if (run_dir / "metrics.csv").is_file():
-        record.metrics = _read_metrics(run_dir / "metrics.csv")
+    if (path := _first(run_dir, ("metrics.csv",))) is not None:
+        record.metrics = _read_metrics(path)
     if (path := _first(run_dir, EVAL_FILES)) is not None:
         record.evaluation = json.loads(path.read_text())
     if (path := _first(run_dir, DIAGNOSTICS_FILES)) is not None:
         record.diagnostics = json.loads(path.read_text())
-    record.plots = sorted([*run_dir.glob("*.png"), *run_dir.glob("plots/*.png")])
+    plots = [*run_dir.glob("*.png"), *run_dir.glob("plots/*.png")]
+    record.plots = sorted(p for p in plots if regular_file_inside(p, run_dir))
     return record
 
 
@@ -169,16 +172,25 @@ def template_path(name: str = "hf_attn_model.md") -> Path:
 
 
 def _checkpoint_info(folder: Path) -> tuple[dict, dict | None, bool]:
-    """`(config.json dict, wrapper dict, wrapper_only)` for a checkpoint or wrapper-only folder."""
-    from hf_attn.adapters.base import CONFIG_NAME
+    """`(config.json dict, wrapper dict, wrapper_only)` for a checkpoint or wrapper-only folder; a wrapper
+    this installation lacks is an error here (the card could not describe it, nor could anyone load it)."""
+    from hf_attn.adapters.base import CONFIG_NAME, SAVE_ID, read_wrapper_file, wrapper_spec
 
     if (folder / "config.json").is_file():
-        config = json.loads((folder / "config.json").read_text())
-        return config, config.get("hf_attn_wrapper"), False
-    if (folder / CONFIG_NAME).is_file():
-        wrapper = json.loads((folder / CONFIG_NAME).read_text())
-        return {"hf_attn_version": wrapper.pop("hf_attn_version", None)}, wrapper, True
-    raise HfAttnError(f"{folder} holds neither config.json nor {CONFIG_NAME}: nothing to describe.")
+        source = folder / "config.json"
+        config = json.loads(source.read_text())
+        wrapper, wrapper_only = config.get("hf_attn_wrapper"), False
+    elif (folder / CONFIG_NAME).is_file():
+        source = folder / CONFIG_NAME
+        wrapper, wrapper_only = read_wrapper_file(source), True
+        config = {"hf_attn_version": wrapper.pop("hf_attn_version", None)}
+        wrapper.pop(SAVE_ID, None)
+    else:
+        raise HfAttnError(f"{folder} holds neither config.json nor {CONFIG_NAME}: nothing to describe.")
+    if wrapper is not None:
+        kind = wrapper.get("wrapper_type") if isinstance(wrapper, dict) else None
+        wrapper_spec(kind, source, config.get("hf_attn_version") or "unknown")
+    return config, wrapper, wrapper_only
 
 
 def _limits(variant: str | None, wrapper: dict | None, evaluation: bool, license_known: bool, extra: Any) -> list[str]:
@@ -252,8 +264,8 @@ def render_card(
     if wrapper:
         from .adapters import list_wrappers
 
-        spec = list_wrappers().get(wrapper.get("wrapper_type"))
-        doc = (spec.config_cls.__doc__ or "").strip() if spec else ""
+        spec = list_wrappers()[wrapper["wrapper_type"]]  # _checkpoint_info refused unknown wrappers
+        doc = (spec.config_cls.__doc__ or "").strip()
         wrapper_doc = "" if doc.startswith(spec.config_cls.__name__ + "(") else doc.split("\n\n")[0]
     is_seq2seq = any("ConditionalGeneration" in a or "Seq2Seq" in a for a in config.get("architectures") or [])
     attention = variant or ("as the base model (transformers built-in)")

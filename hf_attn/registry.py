@@ -126,10 +126,23 @@ def check_model_supported(model: torch.nn.Module) -> None:
 
 
 def set_attention(model, name: str):
-    """Switch a loaded model to attention `name` after checking the name and the model; returns the model."""
+    """Switch a loaded model to attention `name` after checking the name and the model; returns the model.
+
+    A wrapped model may switch unless its wrapper needs one attention (gauge runs only with 'gauge'): that
+    switch is refused rather than leaving wrapper modules that silently lose their effect.
+    """
     if name not in BUILTIN_IMPLEMENTATIONS:
         get_variant(name)
     check_model_supported(model)
+    from .adapters.base import pinned_attention
+
+    pinned = pinned_attention(model)
+    if pinned not in (None, name):
+        raise HfAttnError(
+            f"This model's '{model.hf_attn_wrapper.config.wrapper_type}' wrapper needs attention '{pinned}', so "
+            f"switching to '{name}' would drop the wrapper's effect. Call hf_attn.unwrap(model) first, then "
+            f"hf_attn.set_attention(model, '{name}')."
+        )
     if name == "flash_attention_2":
         from .utils import require
 

@@ -8,6 +8,7 @@ import importlib
 import importlib.util
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -65,34 +66,66 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
-# Files of a previous checkpoint that must not survive into a new one (stale shards, a removed wrapper).
-CHECKPOINT_ONLY = ("*.safetensors", "*.safetensors.index.json", "hf_attn_wrapper.json")
+# Files of a previous checkpoint that must not survive into a new one (stale shards, a removed wrapper): only
+# the names hf-attn's checkpoint writes. Other `.safetensors` files in the folder (an EMA copy, a PEFT adapter)
+# are the user's and are kept, as transformers' own save_pretrained keeps them.
+CHECKPOINT_ONLY = ("model.safetensors", "model-?????-of-?????.safetensors", "model.safetensors.index.json",
+                   "hf_attn_wrapper.json", "hf_attn_wrapper.safetensors")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, drop: tuple[str, ...] = CHECKPOINT_ONLY) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, drop: tuple[str, ...] = CHECKPOINT_ONLY, *,
+               new: bool = False) -> Iterator[Path]:
     """Yield an empty folder next to `path`; on success it takes `path`'s place in one rename.
 
     An interrupted save (exception, Ctrl-C, kill) leaves the previous folder exactly as it was. Other files
     already in `path` (a tokenizer, metrics) are hard-linked into the new folder, except names matching
     `drop`, which belong to the checkpoint being replaced. A hard kill may leave a `.NAME.*.tmp` folder.
+    `new=True`: `path` must be absent or empty (checked first, and again by the final rename, which fails
+    on a folder that filled meanwhile), for folders that must hold exactly what was written into them.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HfAttnError(f"{path} is a file; a checkpoint is saved into a folder.")
+    if new and path.exists() and any(path.iterdir()):
+        raise HfAttnError(_not_empty(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _default_mode(tmp, is_dir=True)
-        if path.exists():
+        if path.exists() and not new:
             _carry_over(path, tmp, drop)
             _exchange(tmp, path)  # tmp now holds the previous folder
         else:
-            os.rename(tmp, path)
+            _rename_onto_empty(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _not_empty(path: Path) -> str:
+    return (f"{path} is not empty, and hf-attn never deletes files it did not write: pass a new or empty "
+            "folder, or remove this one first.")
+
+
+def _rename_onto_empty(src: Path, dst: Path) -> None:
+    """`src` becomes `dst`; POSIX rename replaces an empty `dst` folder and refuses a non-empty one."""
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if dst.is_dir() and any(dst.iterdir()):
+            raise HfAttnError(_not_empty(dst)) from e
+        raise
+
+
+def regular_file_inside(path: Path, root: Path) -> bool:
+    """Whether `path` is (or links to) a regular file inside `root`: no link leaving it, no FIFO or device."""
+    try:
+        target = path.resolve(strict=True)
+        return target.is_relative_to(root.resolve()) and stat.S_ISREG(target.stat().st_mode)
+    except (OSError, RuntimeError):  # dangling or looping link
+        return False
 
 
 def _carry_over(old: Path, new: Path, drop: tuple[str, ...]) -> None:

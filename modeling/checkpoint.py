@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from hf_attn.utils import HfAttnError, atomic_dir, write_text_atomic
+from hf_attn.utils import CHECKPOINT_ONLY, HfAttnError, atomic_dir, write_text_atomic
 
 from .families import family_of
 
@@ -26,9 +26,19 @@ def checkpoint_fields(model: torch.nn.Module) -> dict:
     from hf_attn.version import __version__
     from hf_attn.registry import list_variants
 
+    from hf_attn.adapters.base import pinned_attention
+
     state = getattr(model, "hf_attn_wrapper", None)
-    # a wrapper may switch attention itself (gauge): store the base model's, the wrapper re-applies its own
-    attn = state.attn_implementation if state is not None else getattr(model.config, "_attn_implementation", None)
+    attn = getattr(model.config, "_attn_implementation", None)
+    pinned = pinned_attention(model)
+    if pinned is not None:  # the wrapper re-applies its own attention on load: store the base model's
+        if attn != pinned:
+            raise HfAttnError(
+                f"The '{state.config.wrapper_type}' wrapper needs attention '{pinned}' but the model runs '{attn}': "
+                f"saved, it would reload with '{pinned}'. Switch back with hf_attn.set_attention(model, '{pinned}'), "
+                "or call hf_attn.unwrap(model) first to save the base model with another attention."
+            )
+        attn = state.attn_implementation
     return {
         "hf_attn_variant": attn if attn in list_variants() else None,
         "hf_attn_wrapper": state.config.to_dict() if state is not None else None,
@@ -55,9 +65,20 @@ def base_state_dict(model: torch.nn.Module, state_dict: dict | None = None) -> d
     return out
 
 
+def _checkpoint_names(variant: str | None) -> tuple[str, ...]:
+    """Names a previous checkpoint in the folder may have used (transformers puts `variant` into them)."""
+    if not variant:
+        return CHECKPOINT_ONLY
+    return CHECKPOINT_ONLY + (f"model.{variant}.safetensors", f"model.{variant}-?????-of-?????.safetensors",
+                              f"model.safetensors.index.{variant}.json")
+
+
 def save_pretrained(model: torch.nn.Module, save_directory: str | Path, *args, **kwargs) -> Path:
     """Write the checkpoint described in this module's docstring; an interrupted save keeps the old folder.
 
+    Saving into a folder that holds other files writes beside them, as transformers' `save_pretrained` does:
+    only the previous checkpoint's own files (`model*.safetensors` shards and index, the wrapper files) are
+    replaced; a tokenizer, metrics or another `.safetensors` file (an EMA copy, a PEFT adapter) stay.
     Extra keyword arguments go to transformers' `save_pretrained` (e.g. `max_shard_size`).
     """
     from hf_attn.adapters import save_wrapper
@@ -69,7 +90,7 @@ def save_pretrained(model: torch.nn.Module, save_directory: str | Path, *args, *
         raise HfAttnError("Use hf_attn.push_to_hub(model, repo_id) (or model.push_to_hub) to upload.")
     fields = checkpoint_fields(model)
     state_dict = base_state_dict(model, kwargs.pop("state_dict", None))
-    with atomic_dir(save_directory) as tmp:
+    with atomic_dir(save_directory, drop=_checkpoint_names(kwargs.get("variant"))) as tmp:
         stock_cls.save_pretrained(model, tmp, *args, state_dict=state_dict, **kwargs)
         if fields["hf_attn_wrapper"] is not None:
             save_wrapper(model, tmp)

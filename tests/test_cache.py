@@ -142,3 +142,32 @@ def test_performer_kernel_decode_step_issues_few_ops(monkeypatch):
     assert launches[4:] == ["_fwd_state", "_scan_blocks", "_scan_blocks", "_fwd"], launches
     assert not {"zeros", "fill_", "copy_"} & {op.split(".")[0] for op in ops}, ops
     assert len(ops) <= 16, ops
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "gauge"])
+def test_attention_without_a_recurrent_form_is_refused(attn):
+    """sdpa/eager/gauge would see only the new keys and decode other tokens than a full forward."""
+    model = tiny_model("llama", attn)
+    with torch.no_grad(), pytest.raises(hf_attn.HfAttnError, match="did not use the RecurrentCache.*DynamicCache"):
+        model.generate(input_ids=ids(1, 5), **{CACHE_KWARG: hf_attn.RecurrentCache()}, max_new_tokens=4,
+                       do_sample=False, pad_token_id=0)
+
+
+def test_a_switch_away_mid_generation_is_refused_before_a_wrong_token():
+    model = tiny_model("llama", "holo")
+    cache = hf_attn.RecurrentCache()
+    with torch.no_grad():
+        model(input_ids=ids(1, 5), **{CACHE_KWARG: cache}, use_cache=True)
+        hf_attn.set_attention(model, "sdpa")
+        with pytest.raises(hf_attn.HfAttnError, match="Layer 0's attention did not use"):
+            model(input_ids=ids(1, 1, seed=9), **{CACHE_KWARG: cache}, use_cache=True)
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_sliding_window_counts_the_tokens_in_the_state(variant):
+    """Mistral/Qwen2 with `sliding_window`: decoding past the window would silently attend to everything."""
+    model = tiny_model("mistral", variant)
+    model.config.sliding_window = 8
+    with torch.no_grad(), pytest.raises(hf_attn.HfAttnError, match="sliding window of 8 tokens.*covers 9 keys"):
+        model.generate(input_ids=ids(1, 6), **{CACHE_KWARG: hf_attn.RecurrentCache()}, max_new_tokens=6,
+                       do_sample=False, pad_token_id=0)

@@ -138,3 +138,56 @@ def test_stock_config_of_a_variant_run_is_refused(hub, tmp_path):
         json.dumps({**json.loads((run / "final" / "config.json").read_text()), "model_type": "llama"}))
     with pytest.raises(hf_attn.HfAttnError, match="silently run plain attention"):
         hf_attn.push_to_hub(run, "user/stock", dry_run=tmp_path / "dry")
+
+
+def test_dry_run_never_empties_a_folder(tmp_path):
+    dry = tmp_path / "dry"
+    dry.mkdir()
+    (dry / "notes.md").write_text("mine")
+    with pytest.raises(hf_attn.HfAttnError, match="is not empty.*never deletes"):
+        hf_attn.push_to_hub(wrapped("llama", "toy_lowrank"), "user/dry", dry_run=dry)
+    assert [p.name for p in tmp_path.iterdir()] == ["dry"] and (dry / "notes.md").read_text() == "mine"
+    (dry / "notes.md").unlink()
+    out = hf_attn.push_to_hub(wrapped("llama", "toy_lowrank"), "user/dry", dry_run=dry)  # empty: fine
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["link out", "fifo", "dangling link"])
+def test_push_uploads_only_regular_files_inside_the_checkpoint(tmp_path, kind):
+    import os
+
+    hf_attn.save_pretrained(tiny_model("llama", "holo"), tmp_path / "ckpt")
+    (tmp_path / "secret.json").write_text('{"token": "hf_secret"}')
+    bad = tmp_path / "ckpt" / "extra.json"
+    {"link out": lambda: bad.symlink_to(tmp_path / "secret.json"), "fifo": lambda: os.mkfifo(bad),
+     "dangling link": lambda: bad.symlink_to(tmp_path / "gone.json")}[kind]()
+    with pytest.raises(hf_attn.HfAttnError, match="extra.json is not a regular file inside"):
+        hf_attn.push_to_hub(tmp_path / "ckpt", "user/leak", dry_run=tmp_path / "dry")
+    assert not (tmp_path / "dry").exists()
+
+
+def test_links_within_the_checkpoint_and_run_upload_their_targets_only(tmp_path):
+    run = make_run_dir(tmp_path / "run", tiny_model("llama", "holo"))
+    (run / "final" / "tokenizer.json").write_text("{}")
+    (run / "final" / "vocab.json").symlink_to(run / "final" / "tokenizer.json")  # inside: uploaded
+    (tmp_path / "private.png").write_bytes(b"\x89PNG private")
+    (run / "plots" / "private.png").symlink_to(tmp_path / "private.png")  # outside: not a plot of this run
+    out = hf_attn.push_to_hub(run, "user/links", dry_run=tmp_path / "dry")
+    assert (out / "vocab.json").read_text() == "{}" and not (out / "vocab.json").is_symlink()
+    assert (out / "plots" / "entropy.png").is_file() and not (out / "plots" / "private.png").exists()
+
+
+@pytest.mark.parametrize("wrapper_only", [False, True])
+def test_push_of_an_unknown_wrapper_is_a_clear_error(tmp_path, wrapper_only):
+    model = wrapped("llama", "toy_lowrank")
+    if wrapper_only:
+        hf_attn.save_wrapper(model, tmp_path / "ckpt")
+        file = tmp_path / "ckpt" / "hf_attn_wrapper.json"
+    else:
+        hf_attn.save_pretrained(model, tmp_path / "ckpt")
+        file = tmp_path / "ckpt" / "config.json"
+    data = json.loads(file.read_text())
+    (data.get("hf_attn_wrapper") or data)["wrapper_type"] = "future_wrapper"
+    file.write_text(json.dumps(data))
+    with pytest.raises(hf_attn.HfAttnError, match="needs the hf-attn wrapper 'future_wrapper'.*Upgrade hf-attn"):
+        hf_attn.push_to_hub(tmp_path / "ckpt", "user/future", dry_run=tmp_path / "dry")

@@ -54,4 +54,4 @@ def apply(model: torch.nn.Module, config: GaugeConfig) -> list[Callable[[], None
     return undo
 
 
-register_wrapper(WrapperSpec("gauge", GaugeConfig, apply))
+register_wrapper(WrapperSpec("gauge", GaugeConfig, apply, attn_implementation="gauge"))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cache import tokens_seen
 from ..utils import HfAttnError
 
 
@@ -54,9 +55,10 @@ def parse_call(variant: str, module, query, key, value, attention_mask, kwargs: 
     if kwargs.get("s_aux") is not None:
         raise HfAttnError(f"{variant} does not support attention sinks (s_aux); use 'eager' for this model.")
     window = kwargs.get("sliding_window")
-    if window is not None and tk > window:
+    covered = tokens_seen(key)  # under a RecurrentCache the earlier keys live in the state
+    if window is not None and covered > window:
         raise HfAttnError(
-            f"{variant}: the model asks for a sliding window of {window} tokens but this call has {tk} keys; "
+            f"{variant}: the model asks for a sliding window of {window} tokens but this call covers {covered} keys; "
             f"{variant} attends to the whole prefix. Set config.sliding_window=None (or use_sliding_window=False) "
             "to accept full attention, or keep inputs within the window."
         )

@@ -29,3 +29,13 @@ def test_push_wrong_token(hub, tmp_path, capsys):
                  "--token", "hf_nope"]) == 2
     assert "refused the token" in capsys.readouterr().err
     assert not hub.repo_exists("user/cli-bad")
+
+
+def test_push_dry_run_into_a_non_empty_folder_deletes_nothing(tmp_path, capsys):
+    run = make_run_dir(tmp_path / "run", tiny_model("llama", "holo"))
+    dry = tmp_path / "dry"
+    dry.mkdir()
+    (dry / "thesis.tex").write_text("years of work")
+    assert main(["push", str(run), "--repo-id", "user/cli", "--dry-run", str(dry)]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert [p.name for p in dry.iterdir()] == ["thesis.tex"]

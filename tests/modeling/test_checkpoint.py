@@ -136,3 +136,37 @@ def test_without_hf_attn_the_checkpoint_is_refused(tmp_path):
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "REFUSED" in out.stdout and "hf_attn_llama" in out.stdout
+
+
+def test_save_keeps_safetensors_files_it_did_not_write(tmp_path):
+    """Like transformers' save_pretrained: only the previous checkpoint's own files are replaced."""
+    ckpt = tmp_path / "ckpt"
+    hf_attn.save_pretrained(wrapped("llama", "toy_lowrank"), ckpt, max_shard_size="20KB")
+    assert len(list(ckpt.glob("model-*-of-*.safetensors"))) > 1
+    (ckpt / "ema.safetensors").write_bytes(b"the user's EMA weights")
+    (ckpt / "adapter_model.safetensors").write_bytes(b"a PEFT adapter")
+    hf_attn.save_pretrained(tiny_model("llama", "holo"), ckpt)
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == ["adapter_model.safetensors", "config.json", "ema.safetensors", "generation_config.json",
+                     "model.safetensors"]  # stale shards, index and wrapper files went; the user's stayed
+    assert (ckpt / "ema.safetensors").read_bytes() == b"the user's EMA weights"
+
+
+def test_save_records_the_variant_in_use_after_a_switch(tmp_path):
+    model = hf_attn.set_attention(wrapped("llama", "toy_lowrank", "sdpa"), "holo")
+    hf_attn.save_pretrained(model, tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["hf_attn_variant"] == "holo"
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.config._attn_implementation == "holo"
+    x = ids(2, 10)
+    torch.testing.assert_close(logits(reloaded, x), logits(model, x), rtol=0, atol=0)
+
+
+def test_save_refuses_a_wrapper_whose_attention_was_switched_behind_its_back(tmp_path):
+    model = hf_attn.wrap(tiny_model("llama", "sdpa"), hf_attn.GaugeConfig())
+    hf_attn.save_pretrained(model, tmp_path / "ok")  # gauge re-applies itself on load: the base's sdpa is stored
+    assert json.loads((tmp_path / "ok" / "config.json").read_text())["hf_attn_variant"] is None
+    model.set_attn_implementation("holo")  # transformers' own switch, past hf_attn.set_attention's check
+    with pytest.raises(hf_attn.HfAttnError, match="needs attention 'gauge' but the model runs 'holo'.*unwrap"):
+        hf_attn.save_pretrained(model, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
