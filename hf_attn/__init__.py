@@ -4,6 +4,7 @@
 `AutoModelForCausalLM.from_pretrained(path, attn_implementation="holo")` just works.
 """
 from . import attention  # noqa: F401  (registers the variants)
+from . import assets  # noqa: F401  (hf_attn.assets.smollm2_path(): the offline SmolLM2-135M, as in the README)
 from .cache import RecurrentCache
 from . import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
