@@ -3,6 +3,10 @@
 A recipe names the attention by string (`model.attention: holo`) and a wrapper generically
 (`model.wrapper: {type: tt, rank: 16}`), so every variant or wrapper registered with hf-attn plugs in
 through configuration alone. `--set section.key=value` overrides any field from the command line.
+
+Every field is checked on load against its type and the rules in its metadata (`spec(help, ge=1)`,
+`choices=...`): finite floats, whole-number ints, non-empty strings; a bad value raises an `HfAttnError`
+naming the dotted field (`train.steps`), the value and the fix. Cross-field rules stay in `__post_init__`.
 """
 from __future__ import annotations
 
