@@ -4,7 +4,7 @@
 `AutoModelForCausalLM.from_pretrained(path, attn_implementation="holo")` just works.
 """
 from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention  # registers the variants
-from . import assets  # noqa: F401  (hf_attn.assets: the offline SmolLM2 weights and corpus)
+from . import assets  # noqa: F401  (hf_attn.assets.smollm2_path(): the offline SmolLM2-135M, as in the README)
 from .cache import RecurrentCache
 from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
 from .adapters import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)

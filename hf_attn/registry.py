@@ -25,7 +25,11 @@ BUILTIN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention
 
 @dataclass(frozen=True)
 class Variant:
-    """What `list_variants()` reports for one registered attention implementation."""
+    """What `list_variants()` reports for one registered attention implementation.
+
+    The one description of a variant: `hf-attn variants` prints `describe()`, the README's variants table is
+    `variants_table()`, and `print(hf_attn.list_variants())` shows the readable `repr`.
+    """
 
     name: str
     function: Callable
@@ -33,11 +37,33 @@ class Variant:
     complexity: str
     needs: tuple[str, ...] = ()
     config_keys: dict[str, str] = field(default_factory=dict)
+    docs: str = ""  # a page under docs/ with the details, linked from the README table
 
     def describe(self) -> str:
         needs = ", ".join(self.needs) if self.needs else "nothing beyond hf-attn"
         keys = "; ".join(f"config.{k}: {v}" for k, v in self.config_keys.items()) or "none"
-        return f"{self.name}: {self.summary}\n  complexity: {self.complexity}\n  needs: {needs}\n  knobs: {keys}"
+        docs = f"\n  docs: {self.docs}" if self.docs else ""
+        return f"{self.name}: {self.summary}\n  complexity: {self.complexity}\n  needs: {needs}\n  knobs: {keys}{docs}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+    def __repr__(self) -> str:
+        """Readable in `print(list_variants())`: no function address, the knobs by name."""
+        return (f"Variant(name={self.name!r}, what={self.summary!r}, complexity={self.complexity!r}, "
+                f"knobs={list(self.config_keys)!r})")
+
+    def markdown_row(self) -> str:
+        """This variant as a row of the README's variants table (`| name | what | complexity | knobs |`)."""
+        what = self.summary + (f" ([{self.docs}]({self.docs}))" if self.docs else "")
+        knobs = ", ".join(f"`{k}`" for k in self.config_keys) or "none"
+        return f"| `{self.name}` | {what} | {self.complexity} | {knobs} |"
+
+
+def variants_table(names: list[str] | None = None) -> str:
+    """The markdown table of the registered variants (all, or `names` in that order), as in the README."""
+    rows = [get_variant(n).markdown_row() for n in (names if names is not None else _VARIANTS)]
+    return "\n".join(["| name | what | complexity | knobs (model config) |", "|---|---|---|---|", *rows])
 
 
 _VARIANTS: dict[str, Variant] = {}
@@ -73,11 +99,12 @@ def register_variant(
     mask: Callable = padding_mask_only,
     needs: tuple[str, ...] = (),
     config_keys: dict[str, str] | None = None,
+    docs: str = "",
 ) -> Variant:
     """Register `function` under `name` with transformers (attention and mask interfaces) and hf-attn."""
     if name in BUILTIN_IMPLEMENTATIONS:
         raise HfAttnError(f"'{name}' is a transformers built-in; pick another name for your variant.")
-    variant = Variant(name, function, summary, complexity, tuple(needs), dict(config_keys or {}))
+    variant = Variant(name, function, summary, complexity, tuple(needs), dict(config_keys or {}), docs)
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, mask)
     _VARIANTS[name] = variant

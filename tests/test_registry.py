@@ -101,3 +101,20 @@ def test_cli_compare_rejects_unknown_variant_before_loading(capsys, tmp_path):
     model.save_pretrained(config_dir)
     assert main(["compare", "--model", str(config_dir), "--impls", "sdpa,hollo", "--out", str(tmp_path / "o")]) == 2
     assert "Did you mean 'holo'" in capsys.readouterr().err
+
+
+def test_printed_variants_are_readable():
+    """`print(hf_attn.list_variants())` shows name, what, complexity and knobs, not dataclass internals."""
+    text = repr(hf_attn.list_variants())
+    assert "<function" not in text and "0x" not in text
+    assert "Variant(name='performer', what='FAVOR+" in text and "knobs=['performer_num_features', 'performer_seed']" in text
+    assert str(hf_attn.get_variant("holo")) == hf_attn.get_variant("holo").describe()
+
+
+def test_variants_markdown_command_prints_the_table(capsys):
+    from hf_attn.cli import main
+
+    assert main(["variants", "--markdown"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("| name | what | complexity | knobs (model config) |")
+    assert hf_attn.get_variant("gauge").markdown_row() in out and "[docs/gauge.md](docs/gauge.md)" in out

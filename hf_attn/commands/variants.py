@@ -4,8 +4,11 @@ from __future__ import annotations
 
 def run(args) -> int:
     from ..adapters import list_wrappers
-    from ..registry import list_variants
+    from ..registry import list_variants, variants_table
 
+    if args.markdown:  # the README's variants table, from the same registry text
+        print(variants_table())
+        return 0
     print("Attention implementations (attn_implementation=NAME):\n")
     for variant in list_variants().values():
         print(variant.describe() + "\n")
@@ -20,4 +23,5 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("variants", help="list the registered attention variants and wrappers")
+    p.add_argument("--markdown", action="store_true", help="print the variants as the README's markdown table")
     p.set_defaults(func=run)

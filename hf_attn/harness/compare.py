@@ -90,6 +90,45 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join([head, "-" * len(head), *body])
 
 
+def markdown_table(rows: list[Row]) -> str:
+    """The results as a markdown table (numbers right-aligned)."""
+    lines = ["| implementation | perplexity | tokens/s | peak MiB |", "|---|---:|---:|---:|"]
+    lines += [f"| `{r.implementation}` | {r.perplexity:,.2f} | {r.tokens_per_s:,.0f} | {r.peak_mib:,.0f} |" for r in rows]
+    return "\n".join(lines)
+
+
+def memory_meaning(device: str) -> str:
+    """What the peak-memory column measures on `device` (see hf_attn.measure.PeakMemory)."""
+    if device.startswith("cuda"):
+        return "CUDA allocator peak above the level before the evaluation (weights excluded)."
+    return ("growth of the process's resident memory above the level before the evaluation, sampled every 2 ms "
+            "(torch keeps no CPU peak statistics): a rough figure that allocator caching and other threads move.")
+
+
+def summary_markdown(rows: list[Row], meta: dict) -> str:
+    """summary.md: a title, the settings in words, the table, and what each column and row means."""
+    notes = "\n".join(f"- {line}" for line in explain(rows).splitlines())
+    return "\n".join([
+        f"# hf-attn compare: {meta['model']}",
+        "",
+        f"{meta['model']} evaluated with each attention implementation on {meta['corpus']}: {meta['windows']} "
+        f"tokens ({meta['tokens']:,} in all), on {meta['device']} in {meta['dtype']} (torch {meta['torch']}).",
+        "",
+        markdown_table(rows),
+        "",
+        "## What the numbers mean",
+        "",
+        "- **perplexity**: exp of the mean next-token cross-entropy on the held-out windows; lower is better, "
+        "and a uniform guess over the vocabulary scores the vocabulary size.",
+        "- **tokens/s**: forward-pass throughput (tokens evaluated per second of model time, no backward pass).",
+        f"- **peak MiB**: {memory_meaning(meta['device'])}",
+        notes,
+        "",
+        "Files next to this one: `results.json` (these rows and the settings), `results.csv`, `compare.png`.",
+        "",
+    ])
+
+
 def plot(rows: list[Row], path: Path, title: str) -> None:
     import matplotlib
 
@@ -120,8 +159,7 @@ def write_results(rows: list[Row], out: Path, meta: dict) -> None:
         w = csv.DictWriter(f, fieldnames=list(asdict(rows[0])))
         w.writeheader()
         w.writerows(asdict(r) for r in rows)
-    summary = f"# hf-attn compare\n\n{json.dumps(meta)}\n\n```\n{format_table(rows)}\n```\n\n{explain(rows)}\n"
-    write_text_atomic(out / "summary.md", summary)
+    write_text_atomic(out / "summary.md", summary_markdown(rows, meta))
     plot(rows, out / "compare.png", f"{meta['model']} on {meta['corpus']}, {meta['tokens']} tokens, {meta['device']}")
 
 

@@ -33,6 +33,12 @@ RULE = (
 )
 
 
+# Memory figures comparable across variants; the CPU's process max RSS (`cpu_max_rss`) is not.
+COMPARABLE_MEMORY = ("cuda_max_allocated",)
+MEMORY_NOT_JUDGED = ("memory: not judged on CPU (the process's max RSS counts Python, data and allocator caches, "
+                     "so it is not comparable across variants; run on a GPU to judge memory)")
+
+
 @dataclass(frozen=True)
 class Point:
     """One finished run reduced to what the rule needs."""
@@ -40,6 +46,7 @@ class Point:
     seq_len: int
     quality: float
     peak_mem: float
+    memory_comparable: bool = True  # False for CPU runs: the rule then judges quality only
 
 
 @dataclass(frozen=True)
@@ -58,28 +65,38 @@ def quality_ok(variant: float, base: float, higher_is_better: bool, tol: float =
 
 def verdict(baseline: list[Point], variant: list[Point], higher_is_better: bool = False,
             tol: float = QUALITY_TOLERANCE, saving: float = MEMORY_SAVING, factor: float = CONTEXT_FACTOR) -> Verdict:
-    """The GO/NO-GO rule on finished runs of the baseline and of one variant (pure: numbers in, verdict out)."""
+    """The GO/NO-GO rule on finished runs of the baseline and of one variant (pure: numbers in, verdict out).
+
+    Memory enters only where both runs' figures are comparable; elsewhere a variant within the quality
+    tolerance is left undecided (`go=None`) rather than judged on a figure that does not mean memory.
+    """
     if not baseline or not variant:
         return Verdict(None, "no baseline run" if not baseline else "no variant run")
     base = {p.seq_len: p for p in baseline}
-    reasons = []
+    reasons, undecided = [], False
     for v in sorted(variant, key=lambda p: p.seq_len):
         b = base.get(v.seq_len)
         if b is None:
             continue
-        q, m = quality_ok(v.quality, b.quality, higher_is_better, tol), v.peak_mem <= (1 - saving) * b.peak_mem
-        detail = f"T={v.seq_len}: quality {v.quality:.4g} vs {b.quality:.4g}, memory {v.peak_mem / b.peak_mem:.2f}x"
+        q = quality_ok(v.quality, b.quality, higher_is_better, tol)
+        detail = f"T={v.seq_len}: quality {v.quality:.4g} vs {b.quality:.4g}" + ("" if q else " (quality outside tolerance)")
+        if not (v.memory_comparable and b.memory_comparable):
+            undecided |= q
+            reasons.append(f"{detail}; {MEMORY_NOT_JUDGED}")
+            continue
+        m = v.peak_mem <= (1 - saving) * b.peak_mem
         if q and m:
-            return Verdict(True, f"{detail} (>= {saving:.0%} less memory, quality within {tol:.0%})")
-        reasons.append(detail + ("" if q else " (quality outside tolerance)") + ("" if m else " (memory saving too small)"))
-    for b in sorted(baseline, key=lambda p: p.seq_len):
-        for v in variant:
+            return Verdict(True, f"{detail}, memory {v.peak_mem / b.peak_mem:.2f}x (>= {saving:.0%} less memory, "
+                                 f"quality within {tol:.0%})")
+        reasons.append(f"{detail}, memory {v.peak_mem / b.peak_mem:.2f}x" + ("" if m else " (memory saving too small)"))
+    for b in sorted((p for p in baseline if p.memory_comparable), key=lambda p: p.seq_len):
+        for v in (p for p in variant if p.memory_comparable):
             if v.seq_len >= factor * b.seq_len and v.peak_mem <= b.peak_mem and quality_ok(v.quality, b.quality, higher_is_better, tol):
                 return Verdict(True, f"T={v.seq_len} in {v.peak_mem:.0f} MB <= baseline T={b.seq_len} in "
                                      f"{b.peak_mem:.0f} MB, quality {v.quality:.4g} vs {b.quality:.4g}")
     if not reasons:
         return Verdict(None, "no seq_len in common with the baseline and no 2x-context match")
-    return Verdict(False, "; ".join(reasons))
+    return Verdict(None if undecided else False, "; ".join(reasons))
 
 
 def _finite(x) -> bool:
@@ -102,7 +119,8 @@ def verdicts(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for s in summaries:
         if not (s["finished"] and _finite(s["quality"]) and _finite(s["peak_mem_mb"])):
             continue
-        groups[verdict_key(s)][s["variant"]].append(Point(int(s["seq_len"]), float(s["quality"]), float(s["peak_mem_mb"])))
+        groups[verdict_key(s)][s["variant"]].append(Point(int(s["seq_len"]), float(s["quality"]), float(s["peak_mem_mb"]),
+                                                          s["memory_kind"] in COMPARABLE_MEMORY))
         higher[verdict_key(s)] = s["quality_metric"] == "eval_acc"
     rows = []
     for key, variants in groups.items():
@@ -241,7 +259,8 @@ def build_report(paths: list[str | Path], out: str | Path, command: str = "") ->
     lines += ["", "Data: " + "; ".join(data) + ".", "",
               "Quality: bpc = bits per character (UTF-8 byte) on the held-out split; ppl = token perplexity; "
               "acc = copy-task token accuracy. tokens/s: median over logged windows after the first. Peak memory: "
-              "CUDA allocator peak (cpu runs: process max RSS, not comparable across variants).", ""]
+              "CUDA allocator peak (cpu runs: process max RSS, not comparable across variants, so the verdict leaves "
+              "memory out of CPU runs).", ""]
     for r in runs:
         if (r.path / "pruning.md").is_file():
             lines += ["## Head pruning", "", (r.path / "pruning.md").read_text(), ""]

@@ -29,7 +29,8 @@ def test_rule_accuracy_and_missing_baseline():
     assert verdict([], [Point(129, 1.0, 1.0)]).label == "n/a"
 
 
-def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None, recipe_name=None, steps=30):
+def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None, recipe_name=None, steps=30,
+                memory_kind="cuda_max_allocated"):
     path = root / name
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(yaml.safe_dump({"name": recipe_name or name, "task": "char", "data": {"seq_len": seq_len},
@@ -40,7 +41,7 @@ def fixture_run(root, name, attention, seq_len, bpc, mem, tok_s, wrapper=None, r
     m.rows[-1].update({"eval_loss": bpc * 0.693, "eval_bpc": bpc})
     m.flush()
     (path / "run.json").write_text(json.dumps({"data": "char-LM on fixture corpus: 1 M chars", "quality_metric": "eval_bpc",
-                                               "memory_kind": "cuda_max_allocated", "params_trainable": 1000}))
+                                               "memory_kind": memory_kind, "params_trainable": 1000}))
     (path / "final.json").write_text(json.dumps({"step": steps}))
     return path
 
@@ -87,3 +88,21 @@ def test_verdicts_compare_runs_of_equal_length(tmp_path):
     fixture_run(runs, "sdpa_short", "sdpa", 512, 2.9, 1000, 5000, steps=100)
     text = build_report([runs], tmp_path / "out2").read_text()
     assert "| 100 | holo | **GO** |" in text
+
+
+@pytest.mark.parametrize("quality, go", [(2.01, None), (2.5, False)])
+def test_cpu_memory_is_not_judged(quality, go):
+    """CPU max RSS is not comparable across variants: a 2x "saving" must not make a GO; quality alone can NO-GO."""
+    cpu_base = [Point(512, 2.00, 1000.0, memory_comparable=False)]
+    v = verdict(cpu_base, [Point(512, quality, 500.0, memory_comparable=False)])
+    assert v.go is go and "memory: not judged on CPU" in v.reason and "0.50x" not in v.reason
+    twice = verdict(cpu_base, [Point(1024, 2.0, 900.0, memory_comparable=False)])  # no 2x-context GO on RSS either
+    assert twice.go is None
+
+
+def test_report_on_cpu_runs_leaves_memory_out(tmp_path):
+    runs = tmp_path / "runs"
+    fixture_run(runs, "sdpa_cpu", "sdpa", 128, 2.0, 1000, 5000, memory_kind="cpu_max_rss")
+    fixture_run(runs, "holo_cpu", "holo", 128, 2.02, 400, 5000, memory_kind="cpu_max_rss")
+    text = build_report([runs], tmp_path / "out").read_text()
+    assert "| holo | **n/a** | T=128: quality 2.02 vs 2; memory: not judged on CPU (" in text

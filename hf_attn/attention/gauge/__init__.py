@@ -17,9 +17,11 @@ from .so3 import MAX_L, generators, wigner_d
 SPEC = dict(
     name="gauge",
     function=gauge_attention_forward,
-    summary="softmax of -KL between Gaussian beliefs (query/key means, per-irrep-block variances), SO(3) frames",
-    complexity="O(T²·D) time on SDPA/flash kernels over head_dim+1..2 augmented dims, memory O(T) without masks "
-    "(per-dimension variances or output_attentions: explicit O(T²·D))",
+    summary="softmax of -KL between Gaussian beliefs (query/key means, per-irrep-block variances) with SO(3) "
+    "(Wigner-D) transport, run as SDPA over augmented vectors",
+    complexity="SDPA's O(T²·D) time over head_dim + 1..2 dims padded to a multiple of 8 (64 -> 72), memory O(T) "
+    "without masks (per-dimension variances or output_attentions: explicit O(T²·D))",
+    docs="docs/gauge.md",
     mask=sdpa_mask,
     config_keys={
         "gauge_kappa": "temperature kappa > 0 (default None = 1/scaling, i.e. sqrt(head_dim))",

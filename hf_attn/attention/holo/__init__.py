@@ -8,8 +8,10 @@ from .attention import holo_attention_forward
 SPEC = dict(
     name="holo",
     function=holo_attention_forward,
-    summary="holographic reduced representations: FFT binding of keys with values, correlation retrieval",
-    complexity="O(T·D·log D) time, O(T·D) memory (T5 position_bias / 4D masks: materialised O(T²·D))",
+    summary="holographic reduced representations: keys bound to values by circular convolution, retrieval by "
+    "correlation (Plate; Hrrformer)",
+    complexity="O(T·D²) time (the real DFT runs as a D x (D+2) matmul; an FFT would make it O(T·D·log D)), "
+    "O(T·D) memory (T5 position_bias / 4D masks: materialised O(T²·D))",
     config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)"},
 )
 

@@ -18,6 +18,11 @@ Paths:
   visible keys, where `bias` is T5's relative `position_bias` (plus any additive mask). This is how holo
   gives T5 its only position signal; with zero bias it is exactly the linear path. Time/memory O(T^2 * D).
 
+Left-padded batches: unlike softmax attention under RoPE, holo is not shift-invariant, so a left-padded row
+needs `position_ids` counted from its first real token, `(attention_mask.cumsum(-1) - 1).clamp_min(0)`.
+`generate()` builds them from the mask; a plain forward must pass them, and warns when it can tell they are
+missing (`hf_attn/attention/positions.py`).
+
 Attention dropout (training only) drops whole bound pairs, the HRR analogue of dropping attention weights.
 """
 from __future__ import annotations
@@ -40,6 +45,7 @@ from ..common import (
     parse_call,
     ungroup,
 )
+from ..positions import warn_if_left_padded_without_positions
 
 CHUNK = 128
 
@@ -155,6 +161,7 @@ def holo_attention_forward(
     `output_attentions=True`.
     """
     call = parse_call("holo", module, query, key, value, attention_mask, kwargs)
+    warn_if_left_padded_without_positions("holo", module, call, kwargs)
     if key.shape[-1] != value.shape[-1]:
         raise HfAttnError(f"holo binds keys with values by circular convolution: key head_dim {key.shape[-1]} "
                          f"must equal value head_dim {value.shape[-1]}.")

@@ -9,7 +9,7 @@ from .features import DEFAULT_NUM_FEATURES
 SPEC = dict(
     name="performer",
     function=performer_attention_forward,
-    summary="FAVOR+ positive random features (Performer), chunked causal prefix sums",
+    summary="FAVOR+ positive random features (Performer; Choromanski et al.), chunked causal prefix sums",
     complexity="O(T·m·D) time, O(T·m) memory (T5 position_bias / 4D masks: materialised O(T²))",
     config_keys={
         "performer_num_features": f"random features m (default {DEFAULT_NUM_FEATURES})",

@@ -17,6 +17,11 @@ Paths:
 - materialised (T5's `position_bias`, explicit 4D masks): `A_ts ∝ phi(q_t).phi(k_s) * exp(bias_ts)`, the
   kernel form of adding the bias to the logits. Time/memory O(T^2).
 
+Left-padded batches: unlike softmax attention under RoPE, performer is not shift-invariant, so a left-padded row
+needs `position_ids` counted from its first real token, `(attention_mask.cumsum(-1) - 1).clamp_min(0)`.
+`generate()` builds them from the mask; a plain forward must pass them, and warns when it can tell they are
+missing (`hf_attn/attention/positions.py`).
+
 Attention dropout (training only) drops whole keys.
 """
 from __future__ import annotations
@@ -39,6 +44,7 @@ from ..common import (
     parse_call,
     ungroup,
 )
+from ..positions import warn_if_left_padded_without_positions
 
 CHUNK = 128
 
@@ -110,6 +116,7 @@ def performer_attention_forward(
     `output_attentions=True`.
     """
     call = parse_call("performer", module, query, key, value, attention_mask, kwargs)
+    warn_if_left_padded_without_positions("performer", module, call, kwargs)
     p = check_dropout("performer", dropout, module)
     cfg = getattr(module, "config", None)
     m = int(getattr(cfg, "performer_num_features", DEFAULT_NUM_FEATURES))
