@@ -277,7 +277,7 @@ def load_wrapper(base_model: torch.nn.Module, path: str | Path, **hub_kwargs) ->
     `path` is a folder or a Hub repo id ("user/name"; `hub_kwargs` such as `revision`, `token` go to
     `huggingface_hub.snapshot_download`).
     """
-    from hf_attn.hub import resolve_folder
+    from hf_attn.download import resolve_folder
 
     path = Path(resolve_folder(path, [CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs))
     config, save_id = _read_config(path)

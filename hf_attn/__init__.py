@@ -11,8 +11,7 @@ from .adapters import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters.tt import TTConfig
 from .adapters.modulators import FieldModulatorConfig, ResidualModulatorConfig, modulator_health
 from .diagnostics import attention_entropy, entanglement_entropy, head_entropies
-from .hub import push_to_hub
-from .modeling import register_family, save_pretrained
+from .modeling import push_to_hub, register_family, save_pretrained
 from .utils import HfAttnError, MissingDependencyError
 from .version import __version__
 

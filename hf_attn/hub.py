@@ -1,6 +1,6 @@
-"""Share on the Hub: upload a checkpoint or wrapper-only folder with an hf-attn model card; fetch by repo id.
+"""Share on the Hub: upload a checkpoint or wrapper-only folder with an hf-attn model card.
 
-`push_to_hub` stages exactly what will be uploaded (checkpoint files, README.md, plots) in one folder, then
+`push_folder` stages exactly what will be uploaded (checkpoint files, README.md, plots) in one folder, then
 creates the repo (and branch) and uploads that folder in one commit. The token comes from the usual
 huggingface_hub places (`token=`, `HF_TOKEN`, `hf auth login`); the endpoint from `endpoint=` or
 `HF_ENDPOINT`. A dry run writes the staged folder and sends nothing.
@@ -15,28 +15,11 @@ import stat
 import tempfile
 from pathlib import Path
 
-import torch
-
+from .download import REPO_ID
 from .utils import HfAttnError, atomic_dir, regular_file_inside
 
 # What a pushed checkpoint may contain; everything else (optimizer/scheduler state, pickles) stays home.
 UPLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.tiktoken")
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def resolve_folder(name_or_path: str | Path, filenames: list[str], *, subfolder: str | None = None,
-                   endpoint: str | None = None, **hub_kwargs) -> Path:
-    """A local folder as is, or the snapshot of `filenames` from the Hub repo `name_or_path`."""
-    path = Path(name_or_path)
-    if path.is_dir():
-        return path / subfolder if subfolder else path
-    if not REPO_ID.match(str(name_or_path)):
-        raise HfAttnError(f"{name_or_path} is neither a local folder nor a Hub repo id ('user/name').")
-    from huggingface_hub import snapshot_download
-
-    patterns = [f"{subfolder}/{f}" if subfolder else f for f in filenames]
-    folder = Path(snapshot_download(str(name_or_path), allow_patterns=patterns, endpoint=endpoint, **hub_kwargs))
-    return folder / subfolder if subfolder else folder
 
 
 def is_checkpoint(folder: Path) -> bool:
@@ -138,25 +121,16 @@ def _link_checkpoint(src: Path, dst: Path) -> list[str]:
     return left_out
 
 
-def stage(source, folder: Path, repo_id: str, *, run_dir: str | Path | None = None, wrapper_only: bool = False,
+def stage(source: str | Path, folder: Path, repo_id: str, *, run_dir: str | Path | None = None,
           base_model: str | None = None, license: str | None = None, datasets: list[str] | None = None) -> Path:
     """Write into `folder` exactly what gets uploaded: the checkpoint files, README.md and plots."""
-    from .adapters import save_wrapper
     from .model_card import read_run, render_card
-    from .modeling import save_pretrained
 
-    if isinstance(source, torch.nn.Module):
-        if wrapper_only:
-            save_wrapper(source, folder)
-        else:
-            save_pretrained(source, folder)
-        run_dir_path = Path(run_dir) if run_dir else None
-    else:
-        checkpoint, run_dir_path = find_checkpoint(source)
-        run_dir_path = Path(run_dir) if run_dir else run_dir_path
-        left_out = _link_checkpoint(checkpoint, folder)
-        if left_out:
-            print(f"hf-attn push: not uploading {', '.join(left_out)} (only {', '.join(UPLOAD_PATTERNS)})")
+    checkpoint, run_dir_path = find_checkpoint(source)
+    run_dir_path = Path(run_dir) if run_dir else run_dir_path
+    left_out = _link_checkpoint(checkpoint, folder)
+    if left_out:
+        print(f"hf-attn push: not uploading {', '.join(left_out)} (only {', '.join(UPLOAD_PATTERNS)})")
     run = read_run(run_dir_path)
     _check_loadable(folder, run.config)
     card = render_card(folder, repo_id, run, base_model=base_model, license=license, datasets=datasets)
@@ -164,12 +138,11 @@ def stage(source, folder: Path, repo_id: str, *, run_dir: str | Path | None = No
     return folder
 
 
-def push_to_hub(
-    source,
+def push_folder(
+    source: str | Path,
     repo_id: str,
     *,
     run_dir: str | Path | None = None,
-    wrapper_only: bool = False,
     private: bool | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
@@ -180,7 +153,9 @@ def push_to_hub(
     license: str | None = None,
     datasets: list[str] | None = None,
 ):
-    """Upload `source` (a model, a checkpoint folder or a run folder) to `repo_id` with a model card.
+    """Upload `source` (a checkpoint folder or a run folder) to `repo_id` with a model card.
+
+    Models go through `hf_attn.push_to_hub` (`hf_attn.modeling.push`), which saves them and calls this.
 
     Returns the `CommitInfo`, or with `dry_run=DIR` the folder it would upload (nothing is sent). DIR must be
     new or empty: it receives exactly what would be uploaded, and hf-attn never deletes files it did not
@@ -189,8 +164,7 @@ def push_to_hub(
     """
     if not REPO_ID.match(repo_id):
         raise HfAttnError(f"repo_id must look like 'user/name', got '{repo_id}'.")
-    card_kwargs = dict(run_dir=run_dir, wrapper_only=wrapper_only, base_model=base_model, license=license,
-                       datasets=datasets)
+    card_kwargs = dict(run_dir=run_dir, base_model=base_model, license=license, datasets=datasets)
     if dry_run is not None:
         with atomic_dir(dry_run, new=True) as tmp:
             stage(source, tmp, repo_id, **card_kwargs)

@@ -161,9 +161,8 @@ def set_attention(model, name: str):
     if name not in BUILTIN_IMPLEMENTATIONS:
         get_variant(name)
     check_model_supported(model)
-    from .adapters.base import pinned_attention
-
-    pinned = pinned_attention(model)
+    wrapper = getattr(model, "hf_attn_wrapper", None)  # left by hf_attn.wrap (adapters.base.WrapperState)
+    pinned = getattr(wrapper, "pinned", None)
     if pinned not in (None, name):
         raise HfAttnError(
             f"This model's '{model.hf_attn_wrapper.config.wrapper_type}' wrapper needs attention '{pinned}', so "

@@ -55,7 +55,7 @@ def restore(model, name_or_path, attn_implementation: str | None, hub_kwargs: di
     if config.hf_attn_variant and attn_implementation is None:
         set_attention(model, config.hf_attn_variant)
     if config.hf_attn_wrapper:
-        from hf_attn.hub import resolve_folder
+        from hf_attn.download import resolve_folder
 
         folder = resolve_folder(name_or_path, [CONFIG_NAME, WEIGHTS_NAME], **hub_kwargs)
         if not (Path(folder) / WEIGHTS_NAME).exists():
@@ -97,6 +97,6 @@ class HfAttnModelMixin:
 
     def push_to_hub(self, repo_id: str, **kwargs):
         """Upload this model with an hf-attn model card (see hf_attn.push_to_hub)."""
-        from hf_attn.hub import push_to_hub
+        from .push import push_to_hub
 
         return push_to_hub(self, repo_id, **kwargs)

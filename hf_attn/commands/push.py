@@ -3,9 +3,9 @@ from __future__ import annotations
 
 
 def run(args) -> int:
-    from hf_attn.hub import push_to_hub
+    from hf_attn.hub import push_folder
 
-    result = push_to_hub(
+    result = push_folder(
         args.run_dir, args.repo_id, private=args.private or None, revision=args.revision,
         commit_message=args.commit_message, token=args.token, endpoint=args.endpoint, dry_run=args.dry_run,
         base_model=args.base_model, license=args.license, datasets=args.dataset or None,
