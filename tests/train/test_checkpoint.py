@@ -129,3 +129,14 @@ def test_train_push_run_folder_reload_by_repo_id_in_fresh_process(hub, tmp_path,
     out = torch.load(tmp_path / "out.pt")
     assert out["attn"] == "holo"
     torch.testing.assert_close(out["logits"], trained_logits(cfg.run_dir), rtol=0, atol=0)
+
+
+def test_push_of_a_stopped_run_says_how_to_finish_it(stopped_run, tmp_path):
+    from hf_attn.train.__main__ import main as train_main
+
+    with pytest.raises(HfAttnError, match="training run without final/") as info:
+        hf_attn.push_to_hub(stopped_run.run_dir, "user/stopped", dry_run=tmp_path / "dry")
+    command = str(info.value).split("python -m hf_attn.train ")[1].split()
+    assert train_main(command) == 0  # the advice works as printed
+    dry = hf_attn.push_to_hub(stopped_run.run_dir, "user/stopped", dry_run=tmp_path / "dry")
+    assert json.loads((dry / "eval_results.json").read_text())["step"] == 4
