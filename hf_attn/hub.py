@@ -45,6 +45,12 @@ def find_checkpoint(run_dir: str | Path) -> tuple[Path, Path]:
         return run_dir, parent if records and not own else run_dir
     candidates = [p.parent for p in run_dir.glob("*/config.json")] + [p.parent for p in run_dir.glob("*/hf_attn_wrapper.json")]
     candidates = sorted(set(candidates))
+    if not candidates and (run_dir / "checkpoints").is_dir() and (run_dir / "config.yaml").is_file():
+        raise HfAttnError(
+            f"{run_dir} is a training run without final/: it stopped before its last step (train.stop_at, or it was "
+            f"interrupted). Resume it to the end, which writes {run_dir / 'final'}: python -m hf_attn.train "
+            f"--config {run_dir / 'config.yaml'} --out_dir {run_dir} --set train.stop_at=null --resume"
+        )
     if not candidates:
         raise HfAttnError(
             f"No checkpoint in {run_dir}: expected config.json (hf_attn.save_pretrained) or hf_attn_wrapper.json "

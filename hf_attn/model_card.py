@@ -1,7 +1,8 @@
 """Model cards for hf-attn checkpoints, rendered from `model_cards/hf_attn_model.md`.
 
 The card reads what the checkpoint and its run folder recorded, and tolerates absence of any of it:
-- checkpoint: `config.json` (hf-attn fields) or, for a wrapper-only folder, `hf_attn_wrapper.json`;
+- checkpoint: `config.json` (hf-attn fields) or, for a wrapper-only folder, `hf_attn_wrapper.json`, and the
+  evaluation files below when the run folder has none (`hf_attn.train` writes `final/eval_results.json`);
 - run folder: `config.yaml` (training config), `metrics.csv` (one row per logged step: `step`, `loss`, ...),
   `eval.json` / `eval_results.json` / `results.json` (evaluation), `diagnostics.json`, and `*.png` plots
   (top level or `plots/`). A record or plot that is a link leading out of the run folder is ignored: the
@@ -215,6 +216,12 @@ def _limits(variant: str | None, wrapper: dict | None, evaluation: bool, license
     return limits
 
 
+def _checkpoint_evaluation(folder: Path) -> dict[str, Any]:
+    """The checkpoint's own evaluation file (a trained run's `final/eval_results.json`), or nothing."""
+    path = _first(folder, EVAL_FILES)
+    return json.loads(path.read_text()) if path is not None else {}
+
+
 def render_card(
     folder: str | Path,
     repo_id: str,
@@ -239,6 +246,7 @@ def render_card(
     found = _find_key(run.config, ("datasets", "dataset"))
     datasets = datasets or ([found] if isinstance(found, str) else list(found) if isinstance(found, list) else None)
     family = str(config.get("model_type", "")).removeprefix("hf_attn_")
+    evaluation = run.evaluation or _checkpoint_evaluation(folder)
     tags = ["hf-attn", *(t for t in (variant, wrapper and wrapper.get("wrapper_type"), family) if t)]
     card_data = ModelCardData(
         library_name="transformers", base_model=base_model, license=license or "other", datasets=datasets,
@@ -286,9 +294,9 @@ def render_card(
         auto_class="AutoModelForSeq2SeqLM" if is_seq2seq else "AutoModelForCausalLM",
         variant_info=variant_info,
         training_config=yaml.safe_dump(run.config, sort_keys=False).strip() if run.config else "",
-        eval_rows=_flatten(run.evaluation), training_rows=training_rows(run.metrics), n_steps=len(run.metrics),
+        eval_rows=_flatten(evaluation), training_rows=training_rows(run.metrics), n_steps=len(run.metrics),
         plots=plots, diagnostics_rows=_flatten(run.diagnostics),
-        limits=_limits(variant, wrapper, bool(run.evaluation), license_known, _find_key(run.config, ("limits",))),
+        limits=_limits(variant, wrapper, bool(evaluation), license_known, _find_key(run.config, ("limits",))),
     )
     return card
 

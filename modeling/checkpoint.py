@@ -8,11 +8,17 @@ Layout (one folder, written atomically):
   strictly into the stock architecture;
 - `hf_attn_wrapper.json` + `hf_attn_wrapper.safetensors`: exactly what `hf_attn.save_wrapper` writes, so
   the folder is also a wrapper-only folder for `hf_attn.load_wrapper(base_model, path)`.
+
+A model loaded from a GGUF file (`from_pretrained(dir, gguf_file=...)`, as `hf_attn.assets` loads SmolLM2)
+is saved with its dequantised weights as plain safetensors and without the GGUF `quantization_config`, so it
+reloads without the GGUF file; one whose weights stay in GGUF blocks is refused with the fix.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -73,6 +79,40 @@ def _checkpoint_names(variant: str | None) -> tuple[str, ...]:
                               f"model.safetensors.index.{variant}.json")
 
 
+@contextlib.contextmanager
+def _without_gguf_quantizer(model: torch.nn.Module) -> Iterator[None]:
+    """Let transformers save a GGUF-loaded model whose weights were dequantised: they are plain float tensors.
+
+    transformers refuses to serialize any GGUF-loaded model (its quantizer is not serializable), even when
+    every weight was unpacked at load time. For the duration of the save, the quantizer and the GGUF
+    `quantization_config` are detached, so the folder holds plain safetensors that load without the GGUF file.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is None or getattr(method, "value", method) != "gguf":
+        yield
+        return
+    packed = [n for n, t in model.state_dict().items() if not t.is_floating_point()]
+    if packed:  # weights kept in GGUF blocks (a matmul kernel was available): integer-packed tensors
+        raise HfAttnError(
+            f"This model was loaded from a GGUF file with weights left in GGUF blocks ({packed[0]}, ...), which "
+            "cannot be saved as safetensors. Load it dequantised and save that: from_pretrained(folder, "
+            "gguf_file=NAME, quantization_config=transformers.GgufConfig(dequantize=True))."
+        )
+    config = model.config
+    had_config = "quantization_config" in vars(config)
+    saved_config = vars(config).get("quantization_config")
+    model.hf_quantizer = None
+    if had_config:
+        del config.quantization_config
+    try:
+        yield
+    finally:
+        model.hf_quantizer = quantizer
+        if had_config:
+            config.quantization_config = saved_config
+
+
 def save_pretrained(model: torch.nn.Module, save_directory: str | Path, *args, **kwargs) -> Path:
     """Write the checkpoint described in this module's docstring; an interrupted save keeps the old folder.
 
@@ -90,7 +130,7 @@ def save_pretrained(model: torch.nn.Module, save_directory: str | Path, *args, *
         raise HfAttnError("Use hf_attn.push_to_hub(model, repo_id) (or model.push_to_hub) to upload.")
     fields = checkpoint_fields(model)
     state_dict = base_state_dict(model, kwargs.pop("state_dict", None))
-    with atomic_dir(save_directory, drop=_checkpoint_names(kwargs.get("variant"))) as tmp:
+    with atomic_dir(save_directory, drop=_checkpoint_names(kwargs.get("variant"))) as tmp, _without_gguf_quantizer(model):
         stock_cls.save_pretrained(model, tmp, *args, state_dict=state_dict, **kwargs)
         if fields["hf_attn_wrapper"] is not None:
             save_wrapper(model, tmp)

@@ -15,12 +15,21 @@ def smollm2():
     return assets.load_smollm2("sdpa")
 
 
-def test_gguf_loads_with_holo_and_runs_text_generation_pipeline():
-    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+@pytest.fixture(scope="module")
+def gguf_holo():
+    """SmolLM2 loaded straight from its GGUF file (dequantised on load), attention switched to holo."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = assets.smollm2_gguf()
+    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, attn_implementation="holo")
+
+
+def test_gguf_loads_with_holo_and_runs_text_generation_pipeline(gguf_holo):
+    from transformers import AutoTokenizer, pipeline
 
     gguf = assets.smollm2_gguf()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, attn_implementation="holo")
+    model = gguf_holo
     assert model.config._attn_implementation == "holo"
     out = pipeline("text-generation", model=model, tokenizer=tok)("The capital of France is", max_new_tokens=5,
                                                                    do_sample=False)
@@ -69,3 +78,28 @@ def test_compare_writes_table_json_csv_and_plot(tmp_path, capsys):
     assert all(r["tokens_per_s"] > 0 for r in rows)
     assert (out / "results.csv").read_text().startswith("implementation,perplexity")
     assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_gguf_loaded_model_saves_dequantised_and_reloads(gguf_holo, tmp_path, monkeypatch):
+    """transformers refuses to save any GGUF-loaded model; hf_attn.save_pretrained writes its dequantised weights."""
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    model = gguf_holo
+    hf_attn.save_pretrained(model, tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    assert "quantization_config" not in config and config["hf_attn_variant"] == "holo"
+    assert model.hf_quantizer is not None and model.config.quantization_config is not None  # the model is untouched
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
+    assert getattr(reloaded, "hf_quantizer", None) is None and reloaded.config._attn_implementation == "holo"
+    x = torch.tensor([[1, 504, 3458, 282, 4649, 314]])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=x).logits, model(input_ids=x).logits, rtol=0, atol=0)
+    # weights still in GGUF blocks (integer-packed, as with a GGUF matmul kernel) cannot become safetensors
+    layer = model.model.layers[0].mlp.down_proj
+    packed = torch.nn.Parameter(torch.zeros(layer.weight.shape, dtype=torch.uint8), requires_grad=False)
+    monkeypatch.setattr(layer, "weight", packed)
+    with pytest.raises(hf_attn.HfAttnError, match=r"GgufConfig\(dequantize=True\)"):
+        hf_attn.save_pretrained(model, tmp_path / "packed")
+    assert not (tmp_path / "packed").exists()

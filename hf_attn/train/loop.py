@@ -4,6 +4,9 @@ The same code runs on one CPU, one GPU, several GPUs (DDP) and FSDP; `accelerate
 Each process draws its own batches (`data.train_batch(step, micro, rank)`), so the global batch is
 `batch_size x grad_accum x processes`. The LR schedule is stepped once per optimizer step by us, not by
 accelerate (whose prepared scheduler steps once per process).
+
+A run ends with `run/final/`, the trained model as `hf_attn.save_pretrained` writes it (see rundir.py for the
+whole folder). The main process holds `run/.lock` for the whole run, so two trainings never share a folder.
 """
 from __future__ import annotations
 
@@ -19,11 +22,11 @@ from tqdm.auto import tqdm
 
 from ..diagnostics import collect
 from ..utils import HfAttnError
-from .checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint, save_final
 from .config import TrainConfig
 from .data import IGNORE, Batch, TaskData, build_data, eval_metrics
 from .models import build_model, load_tokenizer, parameter_counts
-from .rundir import JsonRows, MetricsCsv, write_config, write_json
+from .rundir import JsonRows, MetricsCsv, run_lock, write_config, write_error, write_json
 
 
 def lr_lambda(cfg: TrainConfig):
@@ -82,6 +85,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     # (otherwise `accelerate launch --num_processes 2` on CPU gives two unrelated single-process runs).
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.optim.grad_accum,
                               cpu=not torch.cuda.is_available())
+    with run_lock(cfg.run_dir, enabled=accelerator.is_main_process):
+        return _train(cfg, accelerator, resume)
+
+
+def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
+    """The loop itself, run while the main process holds the run folder's lock."""
     run_dir = cfg.run_dir
     if not resume and latest_checkpoint(run_dir) is not None:
         raise HfAttnError(f"{run_dir} already holds checkpoints: pass --resume to continue, or another out_dir.")
@@ -93,15 +102,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state is saved as JSON, not pickled
     inner = accelerator.unwrap_model(model)
 
     tokens_per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.optim.grad_accum * accelerator.num_processes
     metrics, diags = MetricsCsv(run_dir / "metrics.csv"), JsonRows(run_dir / "diagnostics.jsonl")
-    start = restore_checkpoint(accelerator, run_dir) if resume else 0
+    start = restore_checkpoint(accelerator, run_dir, scheduler) if resume else 0
     if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        with write_error("creating the run folder", run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, cfg.to_dict())
         metrics.truncate_after(start)
         diags.truncate_after(start)
@@ -174,7 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         if done % cfg.train.diag_every == 0 or done == cfg.train.steps:
             diagnostics(done)
         if (cfg.train.save_every and done % cfg.train.save_every == 0) or done == stop:
-            save_checkpoint(accelerator, run_dir, done, cfg.train.keep_checkpoints)
+            save_checkpoint(accelerator, run_dir, done, cfg.train.keep_checkpoints, scheduler)
     if stop < cfg.train.steps:
         accelerator.end_training()
         return {"step": stop, "stopped": True}
@@ -184,6 +193,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     final = {"step": cfg.train.steps, "param_checksums": checksums, "processes": accelerator.num_processes}
     if accelerator.is_main_process:
         final.update({k: v for k, v in metrics.rows[-1].items() if k.startswith("eval_")} if metrics.rows else {})
+    results = {k: v for k, v in final.items() if k.startswith("eval_")}
+    save_final(accelerator, model, run_dir, {"step": cfg.train.steps, "data": data.description, **results}, tokenizer)
+    if accelerator.is_main_process:
         write_json(run_dir / "final.json", final)
     accelerator.wait_for_everyone()
     accelerator.end_training()

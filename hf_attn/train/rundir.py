@@ -1,25 +1,44 @@
-"""The run folder: what a training run writes and what sweep, prune and report read back.
+"""The run folder: one layout written by the trainer and read back by push, sweep, prune and report.
 
+    <run>/.lock              held (fcntl.flock) by the training process for the whole run; holds its pid
     <run>/config.yaml        resolved config (every default filled in)
     <run>/run.json           data description, parameter counts, device, processes, memory kind
     <run>/metrics.csv        one row per log step (METRIC_COLUMNS), rewritten atomically
     <run>/diagnostics.jsonl  one line per diagnostics pass: step + every collector's output
-    <run>/checkpoints/       step_N/ folders + `latest` (see checkpoint.py)
+    <run>/checkpoints/       step_N/ resume states + `latest` (see checkpoint.py); never uploaded
+    <run>/final/             the trained model, `hf_attn.save_pretrained` format (config.json with the variant and
+                             wrapper, model.safetensors, hf_attn_wrapper.* when wrapped, the tokenizer of a
+                             token run) + eval_results.json; `from_pretrained(run/final)` and
+                             `hf-attn push run --repo-id user/name` read it
     <run>/final.json         written last: final metrics and per-process parameter checksums
+
+Readers: `hf-attn push RUN` uploads `final/` with a card built from the records beside it; `hf-attn sweep`
+skips a point whose final.json exists; `hf-attn prune` and `hf-attn report` read config.yaml, metrics.csv,
+diagnostics.jsonl, run.json and final.json (prune loads the weights of the latest checkpoint).
+Every write here is atomic (a temporary file renamed into place); a failed write raises `HfAttnError` naming
+the file and the fix (`write_error`), and leaves the previous version of the file in place.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
 from ..utils import HfAttnError, write_text_atomic
+
+LOCK_FILE = ".lock"
+FINAL_DIR = "final"
+EVAL_FILE = "eval_results.json"
 
 METRIC_COLUMNS = [
     "step", "loss", "lr", "grad_norm", "tokens_per_s", "peak_mem_mb",
@@ -43,7 +62,8 @@ class JsonRows:
         self.flush()
 
     def flush(self) -> None:
-        write_text_atomic(self.path, self.dumps())
+        with write_error(f"writing {self.path.name}", self.path):
+            write_text_atomic(self.path, self.dumps())
 
     def dumps(self) -> str:
         return "".join(json.dumps(r) + "\n" for r in self.rows)
@@ -118,11 +138,73 @@ class Run:
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
-    write_text_atomic(Path(run_dir) / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    path = Path(run_dir) / "config.yaml"
+    with write_error("writing config.yaml", path):
+        write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str))
+    with write_error(f"writing {Path(path).name}", path):
+        write_text_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def _fix_for(err: OSError) -> str:
+    """What the user can do about a failed write, by its errno."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full: free space there, or train into a folder on another disk (--out_dir)"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the folder is read-only or not writable: make it writable, or train into another folder (--out_dir)"
+    return "check that the folder exists, is writable and has free space, or train into another folder (--out_dir)"
+
+
+@contextlib.contextmanager
+def write_error(what: str, path: Path) -> Iterator[None]:
+    """Turn an OSError from a write into an HfAttnError that says what failed, where, and the fix.
+
+    The trainer's writes are atomic, so the files already in the run folder stay as they were: after fixing
+    the cause, `--resume` continues from the last complete checkpoint.
+    """
+    try:
+        yield
+    except OSError as err:
+        raise HfAttnError(
+            f"Training stopped {what} at {path}: {err.strerror or err}. Fix: {_fix_for(err)}; files written "
+            "before are intact, so `--resume` continues from the last complete checkpoint."
+        ) from err
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder for the whole run, so two trainings never interleave files.
+
+    `fcntl.flock` on `<run>/.lock` (the file records the holder's pid); the kernel drops the lock when the
+    process exits, however it exits, so a killed run never leaves a stale lock. Only the main process locks.
+    """
+    if not enabled:
+        yield
+        return
+    run_dir = Path(run_dir)
+    path = run_dir / LOCK_FILE
+    with write_error("creating the run folder's lock file", path):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise HfAttnError(
+                f"{run_dir} is in use by another training (pid {holder} holds {path}). Wait for it to finish, "
+                "stop it, or train into another folder (--out_dir)."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def read_run(path: str | Path) -> Run:

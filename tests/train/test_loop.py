@@ -22,6 +22,7 @@ def check_run_folder(path, steps=2):
     assert run.metrics[-1]["tokens_per_s"] > 0 and run.metrics[-1]["peak_mem_mb"] > 0
     assert run.final["step"] == steps and run.info["data"]
     assert (path / "checkpoints" / f"step_{steps:07d}" / "model.safetensors").is_file()
+    assert (path / "final" / "config.json").is_file() and (path / "final" / "eval_results.json").is_file()
     return run
 
 
@@ -122,4 +123,11 @@ def test_accelerate_launch_two_cpu_processes_agree(tmp_path):
     assert run.info["processes"] == 2 and run.info["distributed"] == "MULTI_CPU"
     a, b = run.final["param_checksums"]
     assert a == b
+    from transformers import AutoModelForCausalLM
+
+    from hf_attn.train.loop import param_checksum
+
+    exported = AutoModelForCausalLM.from_pretrained(out / "final")  # written once, by rank 0
+    assert exported.config._attn_implementation == "holo" and param_checksum(exported) == a
+    assert not list(out.glob(".final.*"))
     assert run.info["tokens_per_step"] == 2 * 17 * 2
