@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface
 
 from .attention import BUILTIN_SPECS
 from .utils import HfAttnError, set_attn_implementation

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..evaluate import token_loss
 from ..measure import PeakMemory, sync
-from ..registry import BUILTIN_IMPLEMENTATIONS, get_variant, set_attention
 from ..utils import HfAttnError, atomic_path, write_text_atomic
 
 DEFAULT_IMPLS = ("sdpa", "eager", "holo", "performer")
@@ -54,12 +54,11 @@ def evaluate(model, windows: torch.Tensor, batch_size: int, device: torch.device
             x = windows[i : i + batch_size].to(device)
             sync(device)
             start = time.perf_counter()
-            out = model(input_ids=x, labels=x)
+            nll_n = token_loss(model, x)
             sync(device)
             seconds += time.perf_counter() - start
-            n = x.numel() - x.shape[0]  # shifted labels
-            nll += out.loss.float().item() * n
-            count += n
+            nll += nll_n[0].item()
+            count += int(nll_n[1].item())
     impl = model.config._attn_implementation
     return Row(impl, math.exp(nll / count), windows.numel() / seconds, pm.mib, windows.numel())
 

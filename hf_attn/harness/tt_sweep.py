@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,6 +17,7 @@ import torch
 
 from ..adapters import unwrap, wrap
 from ..adapters.tt import TTConfig, tt_report
+from ..evaluate import perplexity
 from ..utils import atomic_path, write_text_atomic
 
 CSV_FIELDS = [
@@ -34,18 +34,6 @@ CSV_FIELDS = [
     "perplexity",
     "dense_perplexity",
 ]
-
-
-@torch.no_grad()
-def perplexity(model: torch.nn.Module, windows: torch.Tensor) -> float:
-    """exp(mean next-token NLL) over `(n, T)` token windows, one window per forward."""
-    model.eval()
-    nll, count = 0.0, 0
-    for w in windows:
-        out = model(input_ids=w[None].to(model.device), labels=w[None].to(model.device))
-        nll += out.loss.item() * (w.numel() - 1)
-        count += w.numel() - 1
-    return math.exp(nll / count)
 
 
 def run_sweep(

@@ -7,16 +7,15 @@ to read .jsonl/.json/.parquet/.csv corpora.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..evaluate import IGNORE
 from ..utils import HfAttnError, require
 from .config import TrainConfig
 
-IGNORE = -100
 DATASETS_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -171,13 +170,3 @@ def build_data(cfg: TrainConfig, tokenizer=None) -> TaskData:
         f"test {_size(len(test))} chars ({_size(te.numel())} tokens)"
     )
     return data
-
-
-def eval_metrics(loss_sum: float, tokens: int, correct: int, task: str) -> dict[str, float]:
-    """Held-out metrics from summed token losses (nats): loss, bits per char/byte, perplexity, accuracy."""
-    loss = loss_sum / max(tokens, 1)
-    out = {"eval_loss": loss, "eval_acc": correct / max(tokens, 1)}
-    if task == "char":
-        out["eval_bpc"] = loss / math.log(2)
-    out["eval_ppl"] = math.exp(min(loss, 50.0))
-    return out

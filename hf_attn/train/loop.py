@@ -21,10 +21,11 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
 from ..diagnostics import collect
+from ..evaluate import metrics, token_loss
 from ..utils import HfAttnError
 from .checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint, save_final
 from .config import TrainConfig
-from .data import IGNORE, Batch, TaskData, build_data, eval_metrics
+from .data import Batch, TaskData, build_data
 from .models import build_model, load_tokenizer, parameter_counts
 from .rundir import JsonRows, MetricsCsv, run_lock, write_config, write_error, write_json
 
@@ -65,14 +66,10 @@ def evaluate(model, data: TaskData, accelerator: Accelerator, task: str) -> dict
     for i in range(accelerator.process_index, data.cfg.data.eval_batches, accelerator.num_processes):
         b = batch_to(data.eval_batch(i), accelerator.device)
         with accelerator.autocast():
-            logits = model(input_ids=b["input_ids"]).logits[:, :-1].float()
-        target = b["labels"][:, 1:]
-        live = target != IGNORE
-        loss = torch.nn.functional.cross_entropy(logits[live], target[live], reduction="sum")
-        totals += torch.stack([loss.double(), live.sum().double(), (logits.argmax(-1)[live] == target[live]).sum().double()])
+            totals += token_loss(model, b["input_ids"], b["labels"])
     totals = accelerator.reduce(totals, reduction="sum")
     model.train()
-    return eval_metrics(totals[0].item(), int(totals[1].item()), int(totals[2].item()), task)
+    return metrics(totals[0].item(), int(totals[1].item()), int(totals[2].item()), task)
 
 
 def param_checksum(model) -> float:

@@ -6,7 +6,8 @@ import pytest
 
 import hf_attn
 from hf_attn.cli import build_parser
-from hf_attn.harness.tt_sweep import perplexity, run_sweep
+from hf_attn.evaluate import perplexity
+from hf_attn.harness.tt_sweep import run_sweep
 from harness import ids, tiny_model
 
 

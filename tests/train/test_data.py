@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from hf_attn import HfAttnError
-from hf_attn.train.data import IGNORE, build_data, eval_metrics
+from hf_attn.evaluate import IGNORE
+from hf_attn.evaluate import metrics as eval_metrics
+from hf_attn.train.data import build_data
 from train_cases import tiny_cfg
 
 
