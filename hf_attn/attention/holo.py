@@ -32,6 +32,7 @@ from ..kernels import kernels_enabled
 from ..utils import HfAttnError
 from .common import (
     AttentionCall,
+    autocast_entry,
     check_dropout,
     expand_kv,
     group_queries,
@@ -187,6 +188,7 @@ def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: R
     return out
 
 
+@autocast_entry
 def holo_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,

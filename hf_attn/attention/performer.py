@@ -31,6 +31,7 @@ from ..kernels import kernels_enabled
 from ..utils import HfAttnError
 from .common import (
     AttentionCall,
+    autocast_entry,
     check_dropout,
     expand_kv,
     group_queries,
@@ -143,6 +144,7 @@ def _cached_state(layer: RecurrentLayer | None):
     return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
 
 
+@autocast_entry
 def performer_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
