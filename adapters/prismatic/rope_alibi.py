@@ -29,7 +29,7 @@ from transformers.models.qwen2.modeling_qwen2 import Qwen2Attention
 from transformers.models.qwen3.modeling_qwen3 import Qwen3Attention
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from hf_attn.attention.common import expand_kv, parse_call, visible
+from hf_attn.attention.common import autocast_inputs, expand_kv, parse_call, visible
 from hf_attn.utils import cache_argument
 
 from .config import PrismaticConfig
@@ -128,7 +128,9 @@ class PrismaticAttention(PrismaticBase):
         return self._project("o_proj", params, batched, out), weights
 
     def _alibi_attention(self, q, k, v, attention_mask, alibi_rows, dropout, kwargs):
-        """SDPA with a float mask: model mask + ALiBi on the sequences in `alibi_rows` `(B,)` bool."""
+        """SDPA with a float mask: model mask + ALiBi on the sequences in `alibi_rows` `(B,)` bool. Under
+        autocast q/k/v take its dtype first, as SDPA would cast them (RoPE'd q/k may be fp32 while v is not)."""
+        q, k, v = autocast_inputs(q, k, v)
         call = parse_call("prismatic-alibi", self.base_layer, q, k, v, attention_mask, kwargs)
         b, h, tq, _ = q.shape
         tk = k.shape[2]

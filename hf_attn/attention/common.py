@@ -4,9 +4,15 @@
 `AttentionCall`: causality, the key-padding vector, any additive bias that forces a materialised path
 (T5's `position_bias`, a user-supplied 4D mask), and the query offset under a KV cache. It checks shapes
 and refuses kwargs a variant would otherwise swallow silently (`softcap`, `s_aux`, an active sliding window).
+
+`autocast_entry` makes a variant behave like `sdpa` inside `torch.autocast`: autocast casts sdpa's q/k/v to
+the autocast dtype and the result comes back in it, so the variants do the same (`autocast_inputs`), then
+run their own fp32-accumulating math with autocast off (which would otherwise recast their internal matmuls).
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +36,41 @@ class AttentionCall:
         return self.bias is not None
 
 
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype autocast casts to on `device_type`, or None outside an autocast region (or on a device
+    autocast does not know, e.g. meta)."""
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+def autocast_inputs(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors as autocast hands them to `scaled_dot_product_attention`: inside an autocast region for
+    their device, floating tensors other than float64 are cast to the autocast dtype; otherwise unchanged."""
+    dtype = _autocast_dtype(tensors[0].device.type)
+    if dtype is None:
+        return tensors
+    return tuple(t.to(dtype) if t.is_floating_point() and t.dtype != torch.float64 else t for t in tensors)
+
+
+def autocast_entry(fn: Callable) -> Callable:
+    """Wrap an attention function `(module, query, key, value, attention_mask, ...)` so it runs under
+    `torch.autocast` the way sdpa does: q/k/v cast to the autocast dtype (`autocast_inputs`), output in that
+    dtype, and the body run with autocast off so its explicit fp32 accumulation is kept. Outside autocast it
+    is `fn` unchanged, so mixed dtypes there still meet `parse_call`'s error."""
+
+    @functools.wraps(fn)
+    def run(module, query, key, value, attention_mask, *args, **kwargs):
+        device_type = query.device.type
+        if _autocast_dtype(device_type) is None:
+            return fn(module, query, key, value, attention_mask, *args, **kwargs)
+        query, key, value = autocast_inputs(query, key, value)
+        with torch.autocast(device_type, enabled=False):
+            return fn(module, query, key, value, attention_mask, *args, **kwargs)
+
+    return run
+
+
 def parse_call(variant: str, module, query, key, value, attention_mask, kwargs: dict) -> AttentionCall:
     """Validate one call and gather what the variant needs; errors name the problem and the fix."""
     for t, name in ((query, "query"), (key, "key"), (value, "value")):
@@ -48,7 +89,8 @@ def parse_call(variant: str, module, query, key, value, attention_mask, kwargs: 
         raise HfAttnError(f"{variant}: {hq} query heads is not a multiple of {hkv} key/value heads (GQA).")
     if not (query.dtype == key.dtype == value.dtype):
         raise HfAttnError(
-            f"{variant}: query/key/value dtypes differ ({query.dtype}, {key.dtype}, {value.dtype}); cast them to one."
+            f"{variant}: query/key/value dtypes differ ({query.dtype}, {key.dtype}, {value.dtype}); cast them to "
+            "one, or call inside torch.autocast, which casts them to its dtype as it does for sdpa."
         )
     if kwargs.get("softcap") is not None:
         raise HfAttnError(f"{variant} does not support logit soft-capping (softcap); use 'eager' for this model.")

@@ -170,6 +170,22 @@ def test_bf16_matches_fp32():
     assert (got.float() - ref).abs().max() < 0.05 * ref.abs().max()
 
 
+def test_v3_alibi_runs_under_cpu_bf16_autocast_close_to_fp32():
+    """Under autocast the ALiBi path gets fp32 RoPE'd q/k with a bf16 v, as sdpa would; it casts them like sdpa.
+    Bound as test_bf16_matches_fp32 (bf16 rounding through two layers)."""
+    model = wrapped("llama", version="v3", num_experts=2, perturbation_scale=0.0, freeze_base=False)
+    force_expert(model, 1)
+    x = ids(2, 9)
+    with torch.no_grad():
+        ref = logits(model, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(input_ids=x, labels=x)
+    got.loss.backward()
+    assert torch.isfinite(got.logits).all() and (got.logits.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    grads = [p.grad for n, p in model.named_parameters() if "q_proj" in n or "k_proj" in n]  # routing is forced
+    assert grads and all(g is not None and torch.isfinite(g).all() and g.norm() > 0 for g in grads)
+
+
 @pytest.mark.parametrize("arch", list(DECODER_CONFIGS))
 def test_v3_rope_is_stock_alibi_is_reference(arch):
     base = tiny_model(arch, "sdpa")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ...utils import HfAttnError
 from .beliefs import Beliefs, augmented, kl_explicit
 from .settings import GaugeSettings, settings_from_config
-from ..common import AttentionCall, check_dropout, expand_kv, masked_softmax_weights, parse_call, visible
+from ..common import AttentionCall, autocast_entry, check_dropout, expand_kv, masked_softmax_weights, parse_call, visible
 
 EXPLICIT_CHUNK = 1 << 24  # elements of the (rows, Tk, D) KL intermediate per query chunk
 
@@ -193,6 +193,7 @@ def fast_path(call, qa, ka, v, dv: int, settings: GaugeSettings, mask4, p: float
     return out.transpose(1, 2)
 
 
+@autocast_entry
 def gauge_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,

@@ -38,6 +38,7 @@ from ...utils import HfAttnError
 from .math import SOFT, bind, dft_matrices, spectrum, unbind
 from ..common import (
     AttentionCall,
+    autocast_entry,
     check_dropout,
     expand_kv,
     group_queries,
@@ -145,6 +146,7 @@ def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: R
     return out
 
 
+@autocast_entry
 def holo_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,

@@ -37,6 +37,7 @@ from ...utils import HfAttnError
 from .features import DEFAULT_NUM_FEATURES, feature_map, key_stabiliser, key_stabiliser_value, random_features
 from ..common import (
     AttentionCall,
+    autocast_entry,
     check_dropout,
     expand_kv,
     group_queries,
@@ -100,6 +101,7 @@ def _cached_state(layer: RecurrentLayer | None):
     return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
 
 
+@autocast_entry
 def performer_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
