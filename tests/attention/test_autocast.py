@@ -39,9 +39,9 @@ def test_tiny_model_trains_under_cpu_bf16_autocast_close_to_fp32(variant):
         ref = model(input_ids=x).logits
     with recording(variant) as calls:
         low, grads = _loss_and_grads(model, x)
-    # Llama hands over RoPE'd q/k in fp32 or bf16 (by transformers release) and v from the bf16 projection;
-    # the variant answers in the autocast dtype either way, as sdpa does
-    assert calls and all(v.dtype == out.dtype == torch.bfloat16 for _, q, k, v, _, _, out in calls)
+    # which dtypes q/k/v arrive in depends on the torch/transformers release (RoPE'd q/k are fp32 on 5.24, v bf16;
+    # torch 2.11's CPU autocast leaves v fp32 too); the variant answers in the autocast dtype either way, as sdpa
+    assert calls and all(out.dtype == torch.bfloat16 for *_, out in calls)
     assert torch.isfinite(low).all()
     assert (low.float() - ref).abs().max() < REL * ref.abs().max() + ABS
     qkv = {n: g for n, g in grads.items() if n.split(".")[-2] in {"q_proj", "k_proj", "v_proj"}}
