@@ -39,7 +39,11 @@ from .common import AttentionCall, group_queries, learned_parts
 
 DEFAULT_MIX = 0.1  # LoLCATs' initial mix of the linear part
 QUERY_CHUNK = 128  # queries per band of the window part
-BUFFER_KEYS = ("window_k", "window_v", "window_keep")  # what a RecurrentCache layer keeps beside the variant state
+CONFIG_KEYS = {  # the knobs, as the registry shows them for holo and performer
+    "hf_attn_window": "W > 0: exact softmax over the last W keys + the variant over older keys (LoLCATs; "
+    "hf_attn.set_window; default 0 = off)",
+    "hf_attn_window_mix": "the variant's share in [0, 1] in a window hybrid (default 0.1)",
+}
 
 
 @dataclasses.dataclass
