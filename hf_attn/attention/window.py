@@ -54,14 +54,16 @@ class Window:
     log_mix: torch.Tensor
 
 
-def _checked_size(variant: str, size) -> int:
+def checked_size(variant: str, size) -> int:
+    """`size` if it is a valid `hf_attn_window`, else an error naming the fix."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise HfAttnError(f"{variant}: config.hf_attn_window must be a whole number >= 0 (0 = no window), got "
                           f"{size!r}; set e.g. hf_attn.set_window(model, 64).")
     return size
 
 
-def _checked_mix(variant: str, mix) -> float:
+def checked_mix(variant: str, mix) -> float:
+    """`mix` as a float if it is a valid `hf_attn_window_mix` (a share in [0, 1]), else an error naming the fix."""
     if isinstance(mix, bool) or not isinstance(mix, (int, float)) or not 0.0 <= mix <= 1.0:
         raise HfAttnError(f"{variant}: config.hf_attn_window_mix must be a number in [0, 1] (the variant's share), "
                           f"got {mix!r}; set e.g. hf_attn.set_window(model, 64, mix=0.1).")
@@ -71,9 +73,9 @@ def _checked_mix(variant: str, mix) -> float:
 def set_window(model: torch.nn.Module, size: int, mix: float | None = None) -> torch.nn.Module:
     """Set `hf_attn_window` (and `hf_attn_window_mix` when given) on `model.config` and on every sub-model's own
     config copy (T5's stacks keep one), after checking them; returns the model. Saved with the model's config."""
-    _checked_size("hf_attn_window", size)
+    checked_size("hf_attn_window", size)
     if mix is not None:
-        _checked_mix("hf_attn_window_mix", mix)
+        checked_mix("hf_attn_window_mix", mix)
     configs = [getattr(m, "config", None) for m in (model, *model.modules())]
     for config in {id(c): c for c in configs if c is not None}.values():
         config.hf_attn_window = size
@@ -85,7 +87,7 @@ def set_window(model: torch.nn.Module, size: int, mix: float | None = None) -> t
 def window_of(variant: str, module, num_heads: int, device) -> Window | None:
     """The window the model asks for (`config.hf_attn_window`), or None when it is 0; validates both knobs."""
     cfg = getattr(module, "config", None)
-    size = _checked_size(variant, getattr(cfg, "hf_attn_window", 0) or 0)
+    size = checked_size(variant, getattr(cfg, "hf_attn_window", 0) or 0)
     if size == 0:
         return None
     logit = getattr(learned_parts(module), "window_mix_logit", None)
@@ -94,7 +96,7 @@ def window_of(variant: str, module, num_heads: int, device) -> Window | None:
             raise HfAttnError(f"{variant}: hf_attn_parts.window_mix_logit has shape {tuple(logit.shape)}, expected "
                               f"one per query head ({num_heads},); wrap the model again with hf_attn.wrap.")
         return Window(size, torch.nn.functional.logsigmoid(logit.float()))
-    mix = _checked_mix(variant, getattr(cfg, "hf_attn_window_mix", DEFAULT_MIX))
+    mix = checked_mix(variant, getattr(cfg, "hf_attn_window_mix", DEFAULT_MIX))
     return Window(size, torch.tensor(math.log(mix) if mix > 0 else -math.inf, device=device))
 
 
