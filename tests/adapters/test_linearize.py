@@ -3,7 +3,16 @@ import pytest
 import torch
 
 import hf_attn
-from harness import cache_gap, future_leak, ids, logits, padding_gap, recording, tiny_model, visible_from_call
+from harness import (
+    assert_calls_match,
+    cache_gap,
+    future_leak,
+    ids,
+    logits,
+    padding_gap,
+    tiny_model,
+    wrapper_round_trip,
+)
 from hf_attn.adapters import wrapper_parameters
 from hf_attn.utils import CACHE_KWARG
 from references import REFERENCES
@@ -14,7 +23,8 @@ W = 3
 
 def _wrapped(variant, window=0, arch="llama", attn="sdpa", noise=0.0, **cfg):
     """A tiny model with `window`, wrapped; `noise` moves the learned parts off their start."""
-    model = hf_attn.wrap(hf_attn.set_window(tiny_model(arch, attn), window), hf_attn.LinearizeConfig(variant=variant, **cfg))
+    model = hf_attn.set_window(tiny_model(arch, attn), window)
+    model = hf_attn.wrap(model, hf_attn.LinearizeConfig(variant=variant, **cfg))
     if noise:
         torch.manual_seed(3)
         with torch.no_grad():
@@ -63,13 +73,7 @@ def test_learned_parts_pass_the_harness_and_match_the_reference(variant, window)
     x = ids(2, 9)
     mask = torch.ones_like(x)
     mask[1, :3] = 0
-    with recording(variant) as calls, torch.no_grad():
-        logits(model, x, mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
-    for module, q, k, v, attn_mask, kwargs, out in calls:
-        vis = visible_from_call(module, q, k, attn_mask, kwargs)
-        ref = REFERENCES[variant](module, q, k, v, vis, None, kwargs.get("scaling"))
-        live = vis.any(-1).transpose(1, 2)
-        torch.testing.assert_close(out.double()[live], ref[live], rtol=2e-4, atol=5e-5)
+    assert_calls_match(model, variant, REFERENCES[variant], x, mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -103,15 +107,11 @@ def test_save_load_unwrap_round_trip(variant, tmp_path):
     x = ids(1, 8)
     with torch.no_grad():
         base = logits(hf_attn.set_window(tiny_model("llama", "sdpa"), W), x)
-        model = _wrapped(variant, W, noise=0.05)
-        trained = logits(model, x)
-    hf_attn.save_wrapper(model, tmp_path)
-    reloaded = hf_attn.load_wrapper(hf_attn.set_window(tiny_model("llama", "sdpa"), W), tmp_path)
-    assert reloaded.hf_attn_wrapper.config == model.hf_attn_wrapper.config
-    with torch.no_grad():
-        torch.testing.assert_close(logits(reloaded, x), trained, rtol=0, atol=0)
-        hf_attn.unwrap(model)
-        torch.testing.assert_close(logits(model, x), base, rtol=0, atol=0)
+    model = _wrapped(variant, W, noise=0.05)
+    fresh = hf_attn.set_window(tiny_model("llama", "sdpa"), W)
+    trained, reloaded, unwrapped = wrapper_round_trip(model, fresh, x, tmp_path)
+    torch.testing.assert_close(reloaded, trained, rtol=0, atol=0)
+    torch.testing.assert_close(unwrapped, base, rtol=0, atol=0)
     assert model.config._attn_implementation == "sdpa"
     assert not any("hf_attn_parts" in n for n, _ in model.named_parameters())
 

@@ -6,15 +6,16 @@ import torch
 
 import hf_attn
 from harness import (
+    assert_bf16_close,
+    assert_calls_match,
     cache_gap,
     future_leak,
     ids,
     logits,
     padding_gap,
     qkv_grads,
-    recording,
+    recurrent_generate_gap,
     tiny_model,
-    visible_from_call,
 )
 from hf_attn.attention import window as window_math
 from hf_attn.utils import CACHE_KWARG
@@ -73,19 +74,11 @@ def test_zero_mix_is_sliding_window_softmax(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_calls_match_float64_reference(variant, arch):
-    model = windowed(arch, variant, hf_attn_window_mix=0.3)
     x = ids(2, 11)
     mask = torch.ones_like(x)
     mask[1, :3] = 0
-    pos = (mask.cumsum(-1) - 1).clamp_min(0)
-    with recording(variant) as calls, torch.no_grad():
-        logits(model, x, mask, position_ids=pos)
-    assert calls
-    for module, q, k, v, attn_mask, kwargs, out in calls:
-        vis = visible_from_call(module, q, k, attn_mask, kwargs)
-        ref = REFERENCES[variant](module, q, k, v, vis, None, kwargs.get("scaling"))
-        live = vis.any(-1).transpose(1, 2)
-        torch.testing.assert_close(out.double()[live], ref[live], rtol=2e-4, atol=5e-5)
+    model = windowed(arch, variant, hf_attn_window_mix=0.3)
+    assert_calls_match(model, variant, REFERENCES[variant], x, mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -101,20 +94,9 @@ def test_causal_and_padding_and_dynamic_cache(variant, arch):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_recurrent_cache_equals_full_forward(variant, arch):
-    model = windowed(arch, variant)
-    prompt = ids(2, 7, seed=5)
-    mask = torch.ones_like(prompt)
-    mask[1, :3] = 0  # left padding: the padded keys sit in the first window buffer
-    cache = hf_attn.RecurrentCache()
-    new = 6
-    with torch.no_grad():
-        gen = model.generate(input_ids=prompt, attention_mask=mask, **{CACHE_KWARG: cache}, max_new_tokens=new,
-                             do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
-        full_mask = torch.cat([mask, torch.ones(2, new, dtype=mask.dtype)], 1)[:, :-1]
-        pos = (full_mask.cumsum(-1) - 1).clamp_min(0)
-        full = model(input_ids=gen.sequences[:, :-1], attention_mask=full_mask, position_ids=pos).logits[:, -new:]
-    assert torch.equal(full.argmax(-1), gen.sequences[:, -new:])
-    assert (torch.stack(gen.scores, 1) - full).abs().max() < 1e-4
+    """Left padding included: the padded keys sit in the first window buffer."""
+    same, gap = recurrent_generate_gap(windowed(arch, variant))
+    assert same and gap < 1e-4
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -154,12 +136,7 @@ def test_gradients_reach_a_mix_tensor(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bf16_is_close_to_fp32(variant, arch):
-    x = ids(2, 12)
-    with torch.no_grad():
-        ref = logits(windowed(arch, variant), x)
-        low = logits(windowed(arch, variant, dtype=torch.bfloat16), x)
-    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
-    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
+    assert_bf16_close(lambda dtype: windowed(arch, variant, dtype=dtype), ids(2, 12))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

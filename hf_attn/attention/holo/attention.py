@@ -54,18 +54,7 @@ from ..common import (
     parse_call,
     ungroup,
 )
-from ..window import (
-    Window,
-    buffer_state,
-    check_window_call,
-    combine,
-    key_keep,
-    safe_log,
-    shift_keys,
-    window_of,
-    window_softmax,
-    with_buffer,
-)
+from .. import window as hybrid
 from ..positions import warn_if_left_padded_without_positions
 
 CHUNK = 128
@@ -180,7 +169,8 @@ def _binding_inputs(module, query, key, value):
     if q_map is None or k_map is None:
         return query, key, value
     d = query.shape[-1]
-    if q_map.shape[:2] != (query.shape[1], d) or k_map.shape[:2] != (key.shape[1], d) or q_map.shape[2] != k_map.shape[2]:
+    fits = q_map.shape[:2] == (query.shape[1], d) and k_map.shape[:2] == (key.shape[1], d)
+    if not fits or q_map.shape[2] != k_map.shape[2]:
         raise HfAttnError(f"holo: hf_attn_parts.q_map {tuple(q_map.shape)} / k_map {tuple(k_map.shape)} do not fit "
                           f"{query.shape[1]} query and {key.shape[1]} key/value heads of head_dim {d}; wrap the model "
                           "again with hf_attn.wrap.")
@@ -190,7 +180,7 @@ def _binding_inputs(module, query, key, value):
     return q, k, torch.nn.functional.pad(value.to(dtype), (0, q_map.shape[2] - d))
 
 
-def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: float, window: Window, layer,
+def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: float, window: hybrid.Window, layer,
                    p: float, project: bool):
     """Window softmax + holo over the older keys (`attention/window.py`), `(B, Hkv, G, Tq, D)`.
 
@@ -199,20 +189,21 @@ def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: floa
     the strongest window key 1 and the others less.
     """
     d = query.shape[-1]
-    keep = key_keep(call, key.shape[0], key.shape[2], key.device)
-    key, value, keep, call = with_buffer(layer, key, value, keep, call)
+    keep = hybrid.key_keep(call, key.shape[0], key.shape[2], key.device)
+    key, value, keep, call = hybrid.with_buffer(layer, key, value, keep, call)
     drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
-    out_w, mass_w, peak_w = window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
+    out_w, mass_w, peak_w = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
     q, k, v = _binding_inputs(module, query, key, value)
     kv = bind(spectrum(k, project), spectrum(v, False)) * drop[..., None]
     older = dataclasses.replace(call, key_padding=None)
-    shift = lambda x: shift_keys(x, window.size)  # noqa: E731
+    shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
     init = _cached_state(layer, q.shape[-1], packed=False)
     num, n, state = holo_sums(spectrum(q, project), shift(kv), shift(keep.float()), older, init)
     if layer is not None:
-        layer.state = {"memory": state[0], "count": state[1], **buffer_state(key, value, keep, window.size)}
+        buffer = hybrid.buffer_state(key, value, keep, window.size)
+        layer.state = {"memory": state[0], "count": state[1], **buffer}
     out_v = num[..., :d] / n.clamp_min(1.0)[:, :, None, :, None]
-    return combine(out_w, mass_w - peak_w, out_v, safe_log(n)[:, :, None], window.log_mix)
+    return hybrid.combine(out_w, mass_w - peak_w, out_v, hybrid.safe_log(n)[:, :, None], window.log_mix)
 
 
 def holo_attention_forward(
@@ -245,15 +236,15 @@ def holo_attention_forward(
     project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
     want_map = bool(kwargs.get("output_attentions"))
     layer = recurrent_layer("holo", key, query.shape[2], call.causal and not call.materialised)
-    window = window_of("holo", module, query.shape[1], query.device)
+    window = hybrid.window_of("holo", module, query.shape[1], query.device)
     if window is not None:
-        check_window_call("holo", call, kwargs)
+        hybrid.check_window_call("holo", call, kwargs)
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         out = _window_hybrid(module, query, key, value, call, scaling, window, layer, p, project)
         return ungroup(out).to(query.dtype), None
     d = query.shape[-1]
-    plain = learned_parts(module) is None
-    if plain and kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+    fused = learned_parts(module) is None and kernels_enabled(query)  # the kernels bind q/k/v as they come
+    if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, layer), None
     q, k, v = _binding_inputs(module, query, key, value)
     q_spec, k_spec, v_spec = spectrum(q, project), spectrum(k, project), spectrum(v, False)

@@ -53,18 +53,7 @@ from ..common import (
     parse_call,
     ungroup,
 )
-from ..window import (
-    Window,
-    buffer_state,
-    check_window_call,
-    combine,
-    key_keep,
-    safe_log,
-    shift_keys,
-    window_of,
-    window_softmax,
-    with_buffer,
-)
+from .. import window as hybrid
 from ..positions import warn_if_left_padded_without_positions
 
 CHUNK = 128
@@ -143,27 +132,28 @@ def _per_query_head(w: torch.Tensor, groups: int) -> torch.Tensor:
     return w.repeat_interleave(groups, 0) if w.dim() == 3 else w
 
 
-def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, window: Window, layer, p: float):
+def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, window: hybrid.Window, layer,
+                   p: float):
     """Window softmax + performer over the older keys (`attention/window.py`), `(B, Hkv, G, Tq, Dv)`.
 
     `phi(q).phi(k)` estimates `exp(q'.k' - stab_q - stab_k)` with `q'.k'` the model's logit, so the older part's
     log-mass on the softmax scale is `stab_q + stab_k + log(phi(q).z)`.
     """
-    keep = key_keep(call, key.shape[0], key.shape[2], key.device)
-    key, value, keep, call = with_buffer(layer, key, value, keep, call)
+    keep = hybrid.key_keep(call, key.shape[0], key.shape[2], key.device)
+    key, value, keep, call = hybrid.with_buffer(layer, key, value, keep, call)
     drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
-    out_w, mass_w, _ = window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
+    out_w, mass_w, _ = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
     scale = scaling**0.5
     qf, stab_q = stabilised_features(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
     kf, stab_k = stabilised_features(key.float() * scale, w, is_query=False)
     kf = kf * drop[..., None]
     older = dataclasses.replace(call, key_padding=None)
-    shift = lambda x: shift_keys(x, window.size)  # noqa: E731
+    shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
     num, den, final = _causal_sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
-    mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + safe_log(den)
+    mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + hybrid.safe_log(den)
     if layer is not None:
-        layer.state = {"S": final[0], "z": final[1], **buffer_state(key, value, keep, window.size)}
-    return combine(out_w, mass_w, _divide(num, den), mass_v, window.log_mix)
+        layer.state = {"S": final[0], "z": final[1], **hybrid.buffer_state(key, value, keep, window.size)}
+    return hybrid.combine(out_w, mass_w, _divide(num, den), mass_v, window.log_mix)
 
 
 def performer_attention_forward(
@@ -189,11 +179,11 @@ def performer_attention_forward(
     scaling = d**-0.5 if scaling is None else scaling
     scale = scaling**0.5
     w = _features(module, d, m, seed, key.shape[1], query.device)
-    window = window_of("performer", module, query.shape[1], query.device)
+    window = hybrid.window_of("performer", module, query.shape[1], query.device)
     want_map = bool(kwargs.get("output_attentions"))
     layer = recurrent_layer("performer", key, query.shape[2], call.causal and not call.materialised)
     if window is not None:
-        check_window_call("performer", call, kwargs)
+        hybrid.check_window_call("performer", call, kwargs)
         out = _window_hybrid(query, key, value, call, w, scaling, window, layer, p)
         return ungroup(out).to(query.dtype), None
     fused = w.dim() == 2 and kernels_enabled(query)  # the kernels take one random (m, D) projection per layer
