@@ -72,15 +72,21 @@ class WrapperLayer(torch.nn.Module):
 
 @dataclass
 class WrapperSpec:
-    """A registered wrapper. `attn_implementation`: the attention its modules need (gauge: 'gauge'); `apply`
-    switches the model to it, `set_attention` refuses another until `unwrap`, and a save stores the base
-    model's attention instead (the wrapper switches again on load)."""
+    """A registered wrapper. `attn_implementation`: the attention its modules need (gauge: 'gauge'), or a
+    function of the config that names it (linearize: the config's variant); `apply` switches the model to it,
+    `set_attention` refuses another until `unwrap`, and a save stores the base model's attention instead (the
+    wrapper switches again on load)."""
 
     name: str
     config_cls: type[WrapperConfig]
     apply: Callable[[torch.nn.Module, WrapperConfig], list[Callable[[], None]]]
     merge: Callable[[torch.nn.Module], None] | None = None
-    attn_implementation: str | None = None
+    attn_implementation: str | Callable[[WrapperConfig], str] | None = None
+
+    def needs_attention(self, config: WrapperConfig) -> str | None:
+        """The attention this wrapper needs with `config` (None: any will do)."""
+        attn = self.attn_implementation
+        return attn(config) if callable(attn) else attn
 
 
 _WRAPPERS: dict[str, WrapperSpec] = {}
@@ -131,6 +137,37 @@ def find_targets(model: torch.nn.Module, targets: list[str] | str, kinds: tuple[
     return names
 
 
+def is_attention(module: torch.nn.Module) -> bool:
+    """A transformers attention module (q/k/v projections feeding an attention function)."""
+    return (type(module).__name__.endswith("Attention") and hasattr(module, "config")
+            and (hasattr(module, "head_dim") or hasattr(module, "key_value_proj_dim")))
+
+
+def attention_modules(model: torch.nn.Module, targets, wrapper: str, skip: tuple[type, ...] = ()) -> list[str]:
+    """Names of the attention modules `wrapper` serves: `targets` if given, else every transformers attention
+    module (not already one of `skip`, the wrapper's own stand-ins)."""
+    if targets is not None:
+        names = find_targets(model, targets)
+        bad = [n for n in names if not is_attention(model.get_submodule(n))]
+        if bad:
+            raise HfAttnError(f"{wrapper} wraps attention modules (q/k/v -> attention function); {bad[:3]} are not. "
+                              "Target e.g. 'self_attn' (Llama/Qwen/Mistral) or 'SelfAttention' (T5).")
+        return names
+    names = [n for n, m in model.named_modules() if is_attention(m) and not isinstance(m, skip)]
+    if not names:
+        raise HfAttnError(f"No attention module found in {type(model).__name__}; pass target_modules explicitly.")
+    return names
+
+
+def head_geometry(module: torch.nn.Module) -> tuple[int, int, int, float | None]:
+    """(query heads, key/value heads, head_dim, scaling) of a transformers attention module."""
+    cfg = module.config
+    head_dim = getattr(module, "head_dim", None) or module.key_value_proj_dim
+    q_heads = getattr(module, "n_heads", None) or cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or q_heads
+    return q_heads, kv_heads, head_dim, getattr(module, "scaling", None)
+
+
 def replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> Callable[[], None]:
     """Swap `name` for `new`; returns the undo callable that puts the original back."""
     old = model.get_submodule(name)
@@ -167,7 +204,7 @@ def wrap(model: torch.nn.Module, config: WrapperConfig) -> torch.nn.Module:
         raise
     now = getattr(getattr(model, "config", None), "_attn_implementation", None)
     # a wrapper that switched attention needs it, declared (spec) or not (detected here)
-    pinned = _WRAPPERS[config.wrapper_type].attn_implementation or (now if now != attn else None)
+    pinned = _WRAPPERS[config.wrapper_type].needs_attention(config) or (now if now != attn else None)
     model.hf_attn_wrapper = WrapperState(config, undo, requires_grad, attn, pinned)
     return model
 
@@ -182,6 +219,12 @@ def wrapper_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
                 if not key.startswith("base_layer."):
                     out[f"{name}.{key}"] = t.detach().contiguous()
     return out
+
+
+def wrapper_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The wrapper's own parameters by name (what an optimiser should train), never the base model's."""
+    own = set(wrapper_state_dict(model))
+    return {name: p for name, p in model.named_parameters() if name in own}
 
 
 SAVE_ID = "hf_attn_save_id"  # one random id per save, in both files: a reader can tell a mixed pair

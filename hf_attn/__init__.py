@@ -6,7 +6,9 @@
 from .registry import check_model_supported, get_variant, list_variants, register_variant, set_attention  # registers the variants
 from . import assets  # noqa: F401  (hf_attn.assets.smollm2_path(): the offline SmolLM2-135M, as in the README)
 from .cache import RecurrentCache
+from .attention.window import set_window
 from .adapters import GaugeConfig, PrismaticConfig, list_wrappers, load_wrapper, save_wrapper, unwrap, wrap
+from .adapters import LinearizeConfig, set_window_mix
 from .adapters import tt  # noqa: F401  (hf_attn.tt.to_tensor_train and friends)
 from .adapters.tt import TTConfig
 from .adapters.modulators import FieldModulatorConfig, ResidualModulatorConfig, modulator_health
@@ -17,7 +19,10 @@ from .version import __version__
 
 __all__ = [
     "RecurrentCache",
+    "set_window",
     "GaugeConfig",
+    "LinearizeConfig",
+    "set_window_mix",
     "PrismaticConfig",
     "TTConfig",
     "FieldModulatorConfig",

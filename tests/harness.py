@@ -189,3 +189,58 @@ def visible_from_call(module, query, key, attention_mask, kwargs) -> torch.Tenso
         else:
             vis &= torch.isfinite(attention_mask) & (attention_mask > torch.finfo(attention_mask.dtype).min / 2)
     return vis
+
+
+def assert_calls_match(model, variant: str, reference, x, mask, **kw) -> None:
+    """Every call `model` makes to `variant` on `(x, mask)` matches the float64 `reference` on rows that see a key."""
+    with recording(variant) as calls, torch.no_grad():
+        logits(model, x, mask, **kw)
+    assert calls, "the model never called the registered attention function"
+    for module, q, k, v, attn_mask, kwargs, out in calls:
+        vis = visible_from_call(module, q, k, attn_mask, kwargs)
+        ref = reference(module, q, k, v, vis, kwargs.get("position_bias"), kwargs.get("scaling"))
+        live = vis.any(-1).transpose(1, 2)
+        torch.testing.assert_close(out.double()[live], ref[live], rtol=2e-4, atol=5e-5)
+
+
+def assert_bf16_close(build, x) -> None:
+    """`build(dtype)` in bf16 gives finite logits within 5% (of the largest, + 0.05) of its fp32 logits."""
+    with torch.no_grad():
+        ref = logits(build(torch.float32), x)
+        low = logits(build(torch.bfloat16), x)
+    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
+
+
+def recurrent_generate_gap(model, new: int = 6) -> tuple[bool, float]:
+    """Greedy generation with a `RecurrentCache` from a left-padded batch vs full forwards over the sequences:
+    (same tokens, max logit gap). Also checks the cache was used and counted every token."""
+    from hf_attn.utils import CACHE_KWARG
+
+    prompt = ids(2, 7, seed=5)
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0  # left padding
+    cache = hf_attn.RecurrentCache()
+    with torch.no_grad():
+        gen = model.generate(input_ids=prompt, attention_mask=mask, **{CACHE_KWARG: cache}, max_new_tokens=new,
+                             do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0)
+        full_mask = torch.cat([mask, torch.ones(2, new, dtype=mask.dtype)], 1)[:, :-1]
+        pos = (full_mask.cumsum(-1) - 1).clamp_min(0)
+        full = model(input_ids=gen.sequences[:, :-1], attention_mask=full_mask, position_ids=pos).logits[:, -new:]
+    assert getattr(gen, CACHE_KWARG) is cache and cache.get_seq_length() == 7 + new - 1
+    same = torch.equal(full.argmax(-1), gen.sequences[:, -new:])
+    return same, (torch.stack(gen.scores, 1) - full).abs().max().item()
+
+
+def wrapper_round_trip(model, base, x, folder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Save `model`'s wrapper, load it onto the fresh `base`, unwrap `model`: logits (trained, reloaded, unwrapped)."""
+    with torch.no_grad():
+        trained = logits(model, x)
+    hf_attn.save_wrapper(model, folder)
+    reloaded = hf_attn.load_wrapper(base, folder)
+    assert reloaded.hf_attn_wrapper.config == model.hf_attn_wrapper.config
+    with torch.no_grad():
+        again = logits(reloaded, x)
+        hf_attn.unwrap(model)
+        unwrapped = logits(model, x)
+    return trained, again, unwrapped

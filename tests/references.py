@@ -45,38 +45,102 @@ def _unitize(x):
     return (spec @ f.conj().T).real / x.shape[-1]
 
 
+def _parts(module):
+    return getattr(module, "hf_attn_parts", None)
+
+
+def _head_map(x, w):
+    """`x (B, H, T, D) @ w[h] (D, E)` per head, float64."""
+    return torch.einsum("bhtd,hde->bhte", x, w.double())
+
+
+def _window_split(module, visible, hq):
+    """`(size, gamma (1, Hq, 1, 1), window mask, older mask)`; size 0 means no window (masks None)."""
+    cfg = getattr(module, "config", None)
+    size = getattr(cfg, "hf_attn_window", 0) or 0
+    if not size:
+        return 0, None, None, None
+    logit = getattr(_parts(module), "window_mix_logit", None)
+    if logit is not None:
+        gamma = torch.sigmoid(logit.detach().double())
+    else:
+        gamma = torch.full((hq,), float(getattr(cfg, "hf_attn_window_mix", 0.1)), dtype=torch.float64)
+    tq, tk = visible.shape[-2:]
+    position = torch.arange(tq)[:, None] + tk - tq  # causal self-attention: query i sits at key position tk - tq + i
+    recent = torch.arange(tk)[None, :] > position - size
+    return size, gamma.view(1, hq, 1, 1), visible & recent, visible & ~recent
+
+
+def _hybrid(window_weights, v, lin_num, lin_den, gamma):
+    """`(W @ v + gamma LIN) / (sum W + gamma DEN)`; rows with nothing visible are 0."""
+    num = window_weights @ v + gamma * lin_num
+    den = window_weights.sum(-1, keepdim=True) + gamma * lin_den[..., None]
+    return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)
+
+
+def _logits(q, k, scaling):
+    return (q.double() @ _expand(k.double(), q.shape[1]).transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scaling is None
+                                                                              else scaling)
+
+
 def holo_reference(module, q, k, v, visible, bias, scaling):
-    q, k, v = q.double(), k.double(), v.double()
+    """HRR retrieval; with `hf_attn_parts` q/k mapped per head into the binding space (v zero-padded, output
+    truncated); with `hf_attn_window` the window hybrid (window weights e^{s - max}, each older key weighs 1)."""
+    d = q.shape[-1]
+    hq = q.shape[1]
+    size, gamma, recent, older = _window_split(module, visible, hq)
+    raw_q, raw_k, raw_v = q.double(), k.double(), v.double()
+    q, k, v = raw_q, raw_k, raw_v
+    parts = _parts(module)
+    if getattr(parts, "q_map", None) is not None:
+        q, k = _head_map(q, parts.q_map.detach()), _head_map(k, parts.k_map.detach())
+        v = torch.nn.functional.pad(v, (0, q.shape[-1] - d))
     if getattr(getattr(module, "config", None), "holo_unitary", True):
         q, k = _unitize(q), _unitize(k)
-    hq, d = q.shape[1], q.shape[-1]
+    db = q.shape[-1]
     k, v = _expand(k, hq), _expand(v, hq)
-    n = torch.arange(d)
-    conv_idx = (n[:, None] - n[None, :]) % d  # (k ⊛ v)[n] = sum_m k[m] v[n - m]
+    n = torch.arange(db)
+    conv_idx = (n[:, None] - n[None, :]) % db  # (k ⊛ v)[n] = sum_m k[m] v[n - m]
     bound = torch.einsum("bhsm,bhsnm->bhsn", k, v[..., conv_idx])
-    w = _weights(torch.zeros(visible.shape, dtype=torch.float64), visible, bias)
-    mem = w @ bound
-    corr_idx = (n[None, :] + n[:, None]) % d  # (q ⋆ M)[n] = sum_m q[m] M[m + n]
-    out = torch.einsum("bhtm,bhtnm->bhtn", q, mem[..., corr_idx])
-    return out.transpose(1, 2)
+    corr_idx = (n[None, :] + n[:, None]) % db  # (q ⋆ M)[n] = sum_m q[m] M[m + n]
+    retrieve = lambda mem: torch.einsum("bhtm,bhtnm->bhtn", q, mem[..., corr_idx])[..., :d]  # noqa: E731
+    if not size:
+        w = _weights(torch.zeros(visible.shape, dtype=torch.float64), visible, bias)
+        return retrieve(w @ bound).transpose(1, 2)
+    s = _logits(raw_q, raw_k, scaling).masked_fill(~recent, float("-inf"))
+    peak = s.amax(-1, keepdim=True).clamp_min(-1e300)
+    window_weights = torch.exp(s - peak).masked_fill(~recent, 0.0)
+    lin = retrieve(older.double() @ bound)
+    return _hybrid(window_weights, _expand(raw_v, hq), lin, older.double().sum(-1), gamma).transpose(1, 2)
 
 
 def performer_reference(module, q, k, v, visible, bias, scaling):
+    """FAVOR+ kernel weights; with `hf_attn_parts.features` one learned projection per key/value head; with
+    `hf_attn_window` the window hybrid (window weights e^{s}, older keys phi(q).phi(k), both estimates of e^{s})."""
     cfg = getattr(module, "config", None)
     m = int(getattr(cfg, "performer_num_features", DEFAULT_NUM_FEATURES))
     seed = int(getattr(cfg, "performer_seed", 0)) + 1009 * int(getattr(module, "layer_idx", 0) or 0)
-    d = q.shape[-1]
-    w = random_features(d, m, seed, "cpu").double()
+    d, hq, hkv = q.shape[-1], q.shape[1], k.shape[1]
+    learned = getattr(_parts(module), "features", None)
+    w = random_features(d, m, seed, "cpu").double() if learned is None else learned.detach().double()
+    w_k = w.expand(hkv, *w.shape[-2:])
+    w_q = w_k.repeat_interleave(hq // hkv, 0)
     s = (d**-0.5 if scaling is None else scaling) ** 0.5
 
-    def phi(x):
+    def phi(x, w_heads):
         x = x.double() * s
-        return torch.exp(x @ w.T - (x**2).sum(-1, keepdim=True) / 2) / math.sqrt(m)
+        return torch.exp(torch.einsum("bhtd,hmd->bhtm", x, w_heads) - (x**2).sum(-1, keepdim=True) / 2) / math.sqrt(
+            w_heads.shape[1])
 
-    hq = q.shape[1]
-    kernel = phi(q) @ _expand(phi(k), hq).transpose(-1, -2)
-    out = _weights(kernel.log(), visible, bias) @ _expand(v.double(), hq)
-    return out.transpose(1, 2)
+    kernel = phi(q, w_q) @ _expand(phi(k, w_k), hq).transpose(-1, -2)
+    size, gamma, recent, older = _window_split(module, visible, hq)
+    if not size:
+        out = _weights(kernel.log(), visible, bias) @ _expand(v.double(), hq)
+        return out.transpose(1, 2)
+    window_weights = torch.exp(_logits(q, k, scaling)).masked_fill(~recent, 0.0)
+    old = kernel.masked_fill(~older, 0.0)
+    vv = _expand(v.double(), hq)
+    return _hybrid(window_weights, vv, old @ vv, old.sum(-1), gamma).transpose(1, 2)
 
 
 def _frames(phi, layout):

@@ -8,6 +8,19 @@ and refuses kwargs a variant would otherwise swallow silently (`softcap`, `s_aux
 `autocast_entry` makes a variant behave like `sdpa` inside `torch.autocast`: autocast casts sdpa's q/k/v to
 the autocast dtype and the result comes back in it, so the variants do the same (`autocast_inputs`), then
 run their own fp32-accumulating math with autocast off (which would otherwise recast their internal matmuls).
+
+Learned parts (the interface wrappers use; attention code never imports a wrapper): a wrapper that gives a
+variant trainable pieces registers one module at `module.hf_attn_parts` on each attention module it serves
+(`learned_parts(module)`); the attention function reads these attributes from it when they are present:
+
+- `window_mix_logit` `(Hq,)`: the per-head share of the variant in a window hybrid, `sigmoid(logit)`
+  (`attention/window.py`); absent or None: `config.hf_attn_window_mix`.
+- performer `features` `(Hkv, m, D)`: the FAVOR+ projection per key/value head (Hedgehog-style learned
+  feature map), used in place of the random `(m, D)` one.
+- holo `q_map` `(Hq, D, Db)`, `k_map` `(Hkv, D, Db)`: per-head linear maps of queries and keys into the
+  binding space of width `Db` (values are zero-padded to `Db`, outputs truncated back to `D`).
+
+Without `hf_attn_parts` every variant runs parameter-free, exactly as before.
 """
 from __future__ import annotations
 
@@ -19,6 +32,14 @@ import torch
 
 from ..cache import tokens_seen
 from ..utils import HfAttnError
+
+
+PARTS_ATTR = "hf_attn_parts"
+
+
+def learned_parts(module) -> torch.nn.Module | None:
+    """The learned parts a wrapper attached to this attention module (see the module docstring), or None."""
+    return getattr(module, PARTS_ATTR, None)
 
 
 @dataclass

@@ -3,7 +3,17 @@ import pytest
 import torch
 
 import hf_attn
-from harness import cache_gap, future_leak, ids, logits, padding_gap, recording, tiny_model, visible_from_call
+from harness import (
+    cache_gap,
+    future_leak,
+    ids,
+    logits,
+    padding_gap,
+    recording,
+    tiny_model,
+    visible_from_call,
+    wrapper_round_trip,
+)
 from references import gauge_reference
 
 START_TOLERANCE = 1e-4  # documented: wrapped logits at init vs the parameter-free form (fp32)
@@ -71,15 +81,10 @@ def test_save_load_unwrap_round_trip(tmp_path):
     x = ids(1, 8)
     with torch.no_grad():
         base = logits(tiny_model("llama", "sdpa"), x)
-        model = _wrapped("llama", init_std=0.05, irrep_spec="1x1+1x2", kappa=2.0)
-        trained = logits(model, x)
-    hf_attn.save_wrapper(model, tmp_path)
-    reloaded = hf_attn.load_wrapper(tiny_model("llama", "sdpa"), tmp_path)
-    assert reloaded.hf_attn_wrapper.config == model.hf_attn_wrapper.config
-    with torch.no_grad():
-        torch.testing.assert_close(logits(reloaded, x), trained, rtol=0, atol=0)
-        hf_attn.unwrap(model)
-        torch.testing.assert_close(logits(model, x), base, rtol=0, atol=0)
+    model = _wrapped("llama", init_std=0.05, irrep_spec="1x1+1x2", kappa=2.0)
+    trained, reloaded, unwrapped = wrapper_round_trip(model, tiny_model("llama", "sdpa"), x, tmp_path)
+    torch.testing.assert_close(reloaded, trained, rtol=0, atol=0)
+    torch.testing.assert_close(unwrapped, base, rtol=0, atol=0)
     assert model.config._attn_implementation == "sdpa"
     assert not any("gauge_maps" in n for n, _ in model.named_parameters())
 

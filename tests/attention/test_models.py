@@ -5,15 +5,15 @@ import torch
 import hf_attn
 from harness import (
     ARCHS,
+    assert_bf16_close,
+    assert_calls_match,
     cache_gap,
     future_leak,
     ids,
     logits,
     padding_gap,
     qkv_grads,
-    recording,
     tiny_model,
-    visible_from_call,
 )
 from references import REFERENCES
 
@@ -24,18 +24,10 @@ VARIANTS = sorted(hf_attn.list_variants())
 @pytest.mark.parametrize("arch", ARCHS)
 def test_calls_match_reference(variant, arch):
     """Inputs as each model really passes them (GQA, RoPE'd q/k, T5 position_bias, padding, cross-attention)."""
-    model = tiny_model(arch, variant)
     x = ids(2, 9)
     mask = torch.ones_like(x)
     mask[1, :3] = 0
-    with recording(variant) as calls, torch.no_grad():
-        logits(model, x, mask)
-    assert calls, "the model never called the registered attention function"
-    for module, q, k, v, attn_mask, kwargs, out in calls:
-        vis = visible_from_call(module, q, k, attn_mask, kwargs)
-        ref = REFERENCES[variant](module, q, k, v, vis, kwargs.get("position_bias"), kwargs.get("scaling"))
-        live = vis.any(-1).transpose(1, 2)
-        torch.testing.assert_close(out.double()[live], ref[live], rtol=2e-4, atol=5e-5)
+    assert_calls_match(tiny_model(arch, variant), variant, REFERENCES[variant], x, mask)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -61,12 +53,7 @@ def test_kv_cache_generation_equals_full_forward(variant, arch):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bf16_forward_is_finite_and_close(variant, arch):
-    x = ids(2, 9)
-    with torch.no_grad():
-        ref = logits(tiny_model(arch, variant), x)
-        low = logits(tiny_model(arch, variant, dtype=torch.bfloat16), x)
-    assert low.dtype == torch.bfloat16 and torch.isfinite(low).all()
-    assert (low.float() - ref).abs().max() < 0.05 * ref.abs().max() + 0.05
+    assert_bf16_close(lambda dtype: tiny_model(arch, variant, dtype=dtype), ids(2, 9))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

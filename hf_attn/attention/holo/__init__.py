@@ -3,6 +3,7 @@
 `math.py` is the HRR reference math, `attention.py` the attention function transformers calls (it picks the
 Triton path in `kernel.py` on CUDA), `SPEC` what the registry shows for it.
 """
+from ..window import CONFIG_KEYS as WINDOW_KEYS
 from .attention import holo_attention_forward
 
 SPEC = dict(
@@ -12,7 +13,7 @@ SPEC = dict(
     "correlation (Plate; Hrrformer)",
     complexity="O(T·D²) time (the real DFT runs as a D x (D+2) matmul; an FFT would make it O(T·D·log D)), "
     "O(T·D) memory (T5 position_bias / 4D masks: materialised O(T²·D))",
-    config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)"},
+    config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)", **WINDOW_KEYS},
 )
 
 __all__ = ["SPEC", "holo_attention_forward"]

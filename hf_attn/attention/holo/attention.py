@@ -23,29 +23,39 @@ needs `position_ids` counted from its first real token, `(attention_mask.cumsum(
 `generate()` builds them from the mask; a plain forward must pass them, and warns when it can tell they are
 missing (`hf_attn/attention/positions.py`).
 
+Window hybrid (`config.hf_attn_window = W > 0`, `attention/window.py`): exact softmax over the last W keys plus
+holo over every older key under one normaliser: `LIN_t = unbind(q_t, sum of older bound pairs)` (unnormalised) and
+`DEN_t` = the number of older visible keys, so each old key weighs 1 against window weights `e^{s - max} <= 1`.
+PyTorch path only.
+
+Learned binding space: a wrapper may put per-head maps `q_map (Hq, D, Db)`, `k_map (Hkv, D, Db)` at
+`module.hf_attn_parts` (interface: `attention/common.py`); queries and keys are mapped into the binding space of
+width `Db` (even), values zero-padded to `Db`, and outputs truncated back to `D`. PyTorch path only.
+
 Attention dropout (training only) drops whole bound pairs, the HRR analogue of dropping attention weights.
 """
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
 
 import torch
 
 from ...cache import RecurrentLayer, recurrent_layer
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
-from .math import SOFT, bind, dft_matrices, spectrum, unbind
+from .math import bind, spectrum, unbind
 from ..common import (
     AttentionCall,
     autocast_entry,
     check_dropout,
     expand_kv,
     group_queries,
+    learned_parts,
     masked_softmax_weights,
     parse_call,
     ungroup,
 )
+from .. import window as hybrid
 from ..positions import warn_if_left_padded_without_positions
 
 CHUNK = 128
@@ -87,16 +97,22 @@ def _masked_pairs(kv: torch.Tensor, call: AttentionCall):
     return kv, call.key_padding.float()[:, None, :]
 
 
+def holo_sums(q_spec, kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, init=None):
+    """Unnormalised retrieval `unbind(q, M_t)` `(B,Hkv,G,Tq,D)`, the key counts `n_t` `(B,1,Tq)` and the final causal
+    state `(memory (B,Hkv,2F), count (B,))`, from bound pairs `kv (B,Hkv,Tk,2F)` already masked and their counts."""
+    mem, n = _prefix_memory(kv, count, call, init)
+    q = tuple(group_queries(x, call.groups) for x in q_spec)
+    return unbind(q, mem[:, :, None]), n, (mem[:, :, -1], n[:, 0, -1])
+
+
 def holo_linear(q_spec, kv: torch.Tensor, call: AttentionCall, init=None):
     """Linear-time retrieval; `q_spec` `(B,Hq,Tq,F)` pair, bound pairs `kv (B,Hkv,Tk,2F)` -> `(B,Hkv,G,Tq,D)`.
 
     Also returns the final causal state `(memory (B,Hkv,2F), count (B,))` for a `RecurrentCache`.
     """
     kv, count = _masked_pairs(kv, call)
-    mem, n = _prefix_memory(kv, count, call, init)
-    q = tuple(group_queries(x, call.groups) for x in q_spec)
-    out = unbind(q, mem[:, :, None])
-    return out / n.clamp_min(1.0)[:, :, None, :, None], (mem[:, :, -1], n[:, 0, -1])
+    out, n, state = holo_sums(q_spec, kv, count, call, init)
+    return out / n.clamp_min(1.0)[:, :, None, :, None], state
 
 
 def contribution_map(q_spec, k_spec, v_spec, weights) -> torch.Tensor:
@@ -146,6 +162,51 @@ def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: R
     return out
 
 
+def _binding_inputs(module, query, key, value):
+    """q, k, v in the binding space: a wrapper's per-head maps `hf_attn_parts.q_map (Hq,D,Db)`, `k_map (Hkv,D,Db)`
+    applied to q and k and v zero-padded to `Db`; without learned parts, the inputs as they are."""
+    parts = learned_parts(module)
+    q_map, k_map = getattr(parts, "q_map", None), getattr(parts, "k_map", None)
+    if q_map is None or k_map is None:
+        return query, key, value
+    d = query.shape[-1]
+    fits = q_map.shape[:2] == (query.shape[1], d) and k_map.shape[:2] == (key.shape[1], d)
+    if not fits or q_map.shape[2] != k_map.shape[2]:
+        raise HfAttnError(f"holo: hf_attn_parts.q_map {tuple(q_map.shape)} / k_map {tuple(k_map.shape)} do not fit "
+                          f"{query.shape[1]} query and {key.shape[1]} key/value heads of head_dim {d}; wrap the model "
+                          "again with hf_attn.wrap.")
+    dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
+    q = torch.einsum("bhtd,hde->bhte", query.to(dtype), q_map.to(dtype))
+    k = torch.einsum("bhtd,hde->bhte", key.to(dtype), k_map.to(dtype))
+    return q, k, torch.nn.functional.pad(value.to(dtype), (0, q_map.shape[2] - d))
+
+
+def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: float, window: hybrid.Window, layer,
+                   p: float, project: bool):
+    """Window softmax + holo over the older keys (`attention/window.py`), `(B, Hkv, G, Tq, D)`.
+
+    holo's older part is `LIN_t = unbind(q_t, sum of older bound pairs)` with `DEN_t` = the number of older
+    visible keys (holo's own normaliser), against window weights `e^{s_ts - max_window s}`: each old key weighs 1,
+    the strongest window key 1 and the others less.
+    """
+    d = query.shape[-1]
+    keep = hybrid.key_keep(call, key.shape[0], key.shape[2], key.device)
+    key, value, keep, call = hybrid.with_buffer(layer, key, value, keep, call)
+    drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
+    out_w, mass_w, peak_w = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
+    q, k, v = _binding_inputs(module, query, key, value)
+    kv = bind(spectrum(k, project), spectrum(v, False)) * drop[..., None]
+    older = dataclasses.replace(call, key_padding=None)
+    shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
+    init = _cached_state(layer, q.shape[-1], packed=False)
+    num, n, state = holo_sums(spectrum(q, project), shift(kv), shift(keep.float()), older, init)
+    if layer is not None:
+        buffer = hybrid.buffer_state(key, value, keep, window.size)
+        layer.state = {"memory": state[0], "count": state[1], **buffer}
+    out_v = num[..., :d] / n.clamp_min(1.0)[:, :, None, :, None]
+    return hybrid.combine(out_w, mass_w - peak_w, out_v, hybrid.safe_log(n)[:, :, None], window.log_mix)
+
+
 @autocast_entry
 def holo_attention_forward(
     module: torch.nn.Module,
@@ -157,7 +218,8 @@ def holo_attention_forward(
     dropout: float = 0.0,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """transformers attention function for `attn_implementation="holo"`; `scaling` is unused (HRR has no logits).
+    """transformers attention function for `attn_implementation="holo"`; `scaling` is used only by the window
+    softmax of a hybrid (HRR has no logits).
 
     Returns `(out (B, Tq, Hq, D), weights or None)`; weights are the contribution map when
     `output_attentions=True`.
@@ -176,9 +238,18 @@ def holo_attention_forward(
     project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
     want_map = bool(kwargs.get("output_attentions"))
     layer = recurrent_layer("holo", key, query.shape[2], call.causal and not call.materialised)
-    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+    window = hybrid.window_of("holo", module, query.shape[1], query.device)
+    if window is not None:
+        hybrid.check_window_call("holo", call, kwargs)
+        scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+        out = _window_hybrid(module, query, key, value, call, scaling, window, layer, p, project)
+        return ungroup(out).to(query.dtype), None
+    d = query.shape[-1]
+    fused = learned_parts(module) is None and kernels_enabled(query)  # the kernels bind q/k/v as they come
+    if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, layer), None
-    q_spec, k_spec, v_spec = spectrum(query, project), spectrum(key, project), spectrum(value, False)
+    q, k, v = _binding_inputs(module, query, key, value)
+    q_spec, k_spec, v_spec = spectrum(q, project), spectrum(k, project), spectrum(v, False)
     kv = bind(k_spec, v_spec)
     if p:
         kv = kv * (torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p)
@@ -189,10 +260,10 @@ def holo_attention_forward(
     if call.materialised:
         out = unbind(q_spec, w @ expand_kv(kv, call.groups)).transpose(1, 2).contiguous()
     else:
-        out, state = holo_linear(q_spec, kv, call, _cached_state(layer, query.shape[-1], packed=False))
+        out, state = holo_linear(q_spec, kv, call, _cached_state(layer, q.shape[-1], packed=False))
         out = ungroup(out)
         if layer is not None:
             layer.state = {"memory": state[0], "count": state[1]}
     if want_map:
         weights = contribution_map(q_spec, k_spec, v_spec, w).to(query.dtype)
-    return out.to(query.dtype), weights
+    return out[..., :d].to(query.dtype), weights

@@ -3,6 +3,7 @@
 `features.py` holds the random features and stabilisers, `attention.py` the attention function transformers
 calls (it picks the Triton path in `kernel.py` on CUDA), `SPEC` what the registry shows for it.
 """
+from ..window import CONFIG_KEYS as WINDOW_KEYS
 from .attention import performer_attention_forward
 from .features import DEFAULT_NUM_FEATURES
 
@@ -14,6 +15,7 @@ SPEC = dict(
     config_keys={
         "performer_num_features": f"random features m (default {DEFAULT_NUM_FEATURES})",
         "performer_seed": "feature seed, offset per layer; change it to redraw (default 0)",
+        **WINDOW_KEYS,
     },
 )
 

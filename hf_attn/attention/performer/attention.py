@@ -22,29 +22,39 @@ needs `position_ids` counted from its first real token, `(attention_mask.cumsum(
 `generate()` builds them from the mask; a plain forward must pass them, and warns when it can tell they are
 missing (`hf_attn/attention/positions.py`).
 
+Window hybrid (`config.hf_attn_window = W > 0`, `attention/window.py`): exact softmax over the last W keys plus
+performer over every older key under one normaliser, the older part put on the softmax scale through the
+stabilisers (`phi(q).phi(k)` estimates `exp(q'.k' - stab_q - stab_k)`); PyTorch path only.
+
+Learned feature map (Hedgehog, Zhang et al. ICLR 2024): a wrapper may put `features` `(Hkv, m, D)` at
+`module.hf_attn_parts` (interface: `attention/common.py`); it replaces the random projection, keeps the positive
+form `exp(W x' - |x'|^2/2 - stab)`, and the key stabiliser is recomputed per head from the detached learned W
+(so causality stays exact). PyTorch path only: the kernels take one shared projection per layer.
+
 Attention dropout (training only) drops whole keys.
 """
 from __future__ import annotations
 
-import functools
-import math
+import dataclasses
 
 import torch
 
 from ...cache import RecurrentLayer, recurrent_layer
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
-from .features import DEFAULT_NUM_FEATURES, feature_map, key_stabiliser, key_stabiliser_value, random_features
+from .features import feature_map, key_stabiliser_value, layer_settings, random_features, stabilised_features
 from ..common import (
     AttentionCall,
     autocast_entry,
     check_dropout,
     expand_kv,
     group_queries,
+    learned_parts,
     masked_softmax_weights,
     parse_call,
     ungroup,
 )
+from .. import window as hybrid
 from ..positions import warn_if_left_padded_without_positions
 
 CHUNK = 128
@@ -56,10 +66,9 @@ def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return num / torch.where(seen, den, torch.ones_like(den))[..., None] * seen[..., None]
 
 
-def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
-    """Chunked causal prefix form -> `(B, Hkv, G, Tq, Dv)` and the final state `(S (B,Hkv,m,Dv), z (B,Hkv,m))`.
-
-    `init = (S, z)` is state carried by a `RecurrentCache`.
+def _causal_sums(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
+    """Chunked causal prefix form: numerator `(B, Hkv, G, Tq, Dv)`, denominator `(B, Hkv, G, Tq)` and the final
+    state `(S (B,Hkv,m,Dv), z (B,Hkv,m))`. `init = (S, z)` is state carried by a `RecurrentCache`.
     """
     off = call.q_offset
     state = torch.einsum("bhtm,bhtd->bhmd", kf[:, :, :off], v[:, :, :off])
@@ -85,7 +94,14 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None
     a = torch.einsum("bhgncm,bhnsm->bhgncs", qc, kc) * tril
     num = torch.einsum("bhgncm,bhnmd->bhgncd", qc, states) + torch.einsum("bhgncs,bhnsd->bhgncd", a, vc)
     den = torch.einsum("bhgncm,bhnm->bhgnc", qc, norms) + a.sum(-1)
-    return _divide(num, den).reshape(b, hkv, call.groups, n * chunk, -1)[:, :, :, :t], final
+    cut = lambda x: x.reshape(b, hkv, call.groups, n * chunk, *x.shape[5:])[:, :, :, :t]  # noqa: E731
+    return cut(num), cut(den), final
+
+
+def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
+    """`_causal_sums` normalised -> `(B, Hkv, G, Tq, Dv)` and the final state."""
+    num, den, final = _causal_sums(qf, kf, v, call, chunk, init)
+    return _divide(num, den), final
 
 
 def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
@@ -99,6 +115,46 @@ def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
 
 def _cached_state(layer: RecurrentLayer | None):
     return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
+
+
+def _features(module, d: int, m: int, seed: int, hkv: int, device) -> torch.Tensor:
+    """The FAVOR+ projection: a wrapper's learned `(Hkv, m', D)` (`hf_attn_parts.features`) or the random `(m, D)`."""
+    learned = getattr(learned_parts(module), "features", None)
+    if learned is None:
+        return random_features(d, m, seed, device)
+    if learned.dim() != 3 or learned.shape[0] != hkv or learned.shape[2] != d:
+        raise HfAttnError(f"performer: hf_attn_parts.features has shape {tuple(learned.shape)}, expected "
+                          f"(key/value heads {hkv}, features, head_dim {d}); wrap the model again with hf_attn.wrap.")
+    return learned
+
+
+def _per_query_head(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """Per-key/value-head features `(Hkv, m, D)` repeated for the query heads of each group; `(m, D)` as it is."""
+    return w.repeat_interleave(groups, 0) if w.dim() == 3 else w
+
+
+def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, window: hybrid.Window, layer,
+                   p: float):
+    """Window softmax + performer over the older keys (`attention/window.py`), `(B, Hkv, G, Tq, Dv)`.
+
+    `phi(q).phi(k)` estimates `exp(q'.k' - stab_q - stab_k)` with `q'.k'` the model's logit, so the older part's
+    log-mass on the softmax scale is `stab_q + stab_k + log(phi(q).z)`.
+    """
+    keep = hybrid.key_keep(call, key.shape[0], key.shape[2], key.device)
+    key, value, keep, call = hybrid.with_buffer(layer, key, value, keep, call)
+    drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
+    out_w, mass_w, _ = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
+    scale = scaling**0.5
+    qf, stab_q = stabilised_features(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
+    kf, stab_k = stabilised_features(key.float() * scale, w, is_query=False)
+    kf = kf * drop[..., None]
+    older = dataclasses.replace(call, key_padding=None)
+    shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
+    num, den, final = _causal_sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
+    mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + hybrid.safe_log(den)
+    if layer is not None:
+        layer.state = {"S": final[0], "z": final[1], **hybrid.buffer_state(key, value, keep, window.size)}
+    return hybrid.combine(out_w, mass_w, _divide(num, den), mass_v, window.log_mix)
 
 
 @autocast_entry
@@ -120,17 +176,20 @@ def performer_attention_forward(
     call = parse_call("performer", module, query, key, value, attention_mask, kwargs)
     warn_if_left_padded_without_positions("performer", module, call, kwargs)
     p = check_dropout("performer", dropout, module)
-    cfg = getattr(module, "config", None)
-    m = int(getattr(cfg, "performer_num_features", DEFAULT_NUM_FEATURES))
-    if m < 1:
-        raise ValueError(f"performer: config.performer_num_features must be >= 1, got {m}.")
-    seed = int(getattr(cfg, "performer_seed", 0)) + 1009 * int(getattr(module, "layer_idx", 0) or 0)
+    m, seed = layer_settings(module)
     d = query.shape[-1]
-    scale = (d**-0.5 if scaling is None else scaling) ** 0.5
-    w = random_features(d, m, seed, query.device)
+    scaling = d**-0.5 if scaling is None else scaling
+    scale = scaling**0.5
+    w = _features(module, d, m, seed, key.shape[1], query.device)
+    window = hybrid.window_of("performer", module, query.shape[1], query.device)
     want_map = bool(kwargs.get("output_attentions"))
     layer = recurrent_layer("performer", key, query.shape[2], call.causal and not call.materialised)
-    if kernels_enabled(query) and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
+    if window is not None:
+        hybrid.check_window_call("performer", call, kwargs)
+        out = _window_hybrid(query, key, value, call, w, scaling, window, layer, p)
+        return ungroup(out).to(query.dtype), None
+    fused = w.dim() == 2 and kernels_enabled(query)  # the kernels take one random (m, D) projection per layer
+    if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         from .kernel import performer_causal
 
         out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer),
@@ -138,7 +197,7 @@ def performer_attention_forward(
         if layer is not None:
             layer.state = {"S": state[0], "z": state[1]}
         return out, None
-    qf = feature_map(query.float() * scale, w, is_query=True)
+    qf = feature_map(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
     kf = feature_map(key.float() * scale, w, is_query=False)
     vf = value.float()
     if call.key_padding is not None:

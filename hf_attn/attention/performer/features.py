@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from ...utils import HfAttnError
+
 DEFAULT_NUM_FEATURES = 256
 
 
@@ -37,25 +39,48 @@ def key_stabiliser_value(head_dim: int, num_features: int, seed: int) -> float:
     return float(key_stabiliser(_features_cpu(head_dim, num_features, seed)))
 
 
+def layer_settings(module) -> tuple[int, int]:
+    """`(m, seed)` of the random features for this attention module: `config.performer_num_features` and
+    `config.performer_seed` offset by the layer index, so every layer draws its own features."""
+    cfg = getattr(module, "config", None)
+    m = int(getattr(cfg, "performer_num_features", DEFAULT_NUM_FEATURES))
+    if m < 1:
+        raise HfAttnError(f"performer: config.performer_num_features must be >= 1, got {m}; set a positive count.")
+    return m, int(getattr(cfg, "performer_seed", 0)) + 1009 * int(getattr(module, "layer_idx", 0) or 0)
+
+
 def key_stabiliser(w: torch.Tensor) -> torch.Tensor:
     """`c = max_i |W_i|^2 / 4`, subtracted from every key's log-features.
 
     `W_i.x - |x|^2/2 <= |W_i|^2 / 2 = 2c` for any x, so features stay below `e^c` (no overflow), and typical
     keys (log-features near 0) sit ~c nats above underflow (c ~ 44 at head_dim 128, where the bound `2c` itself
-    left them below fp32's smallest normal). It depends on no token, so causality is exact.
+    left them below fp32's smallest normal). It depends on no token, so causality is exact. Learned features
+    `(H, m, D)` (one set per key/value head) get one constant per head, `(H, 1, 1)`, from the detached `W`.
     """
-    return (w.double().norm(dim=-1) ** 2).max().float() / 4
+    sq = w.detach().double().norm(dim=-1) ** 2
+    if w.dim() == 2:
+        return sq.max().float() / 4
+    return (sq.amax(-1).float() / 4).view(-1, 1, 1)
 
 
-def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:
-    """Positive features of `x (..., D)` already scaled by `scaling^(1/2)`.
+def stabilised_features(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive features of `x (B, H, T, D)` already scaled by `scaling^(1/2)`, and the stabiliser taken out.
+
+    `phi(q).phi(k)` estimates `exp(q'.k' - stab_q - stab_k)`; the window hybrid (`attention/window.py`) needs
+    the stabilisers to put it on the softmax scale. `w` is `(m, D)` (shared by all heads) or `(H, m, D)`
+    (learned, one per head of `x`).
 
     A query's features are divided by their largest value (a per-query constant, which cancels between the
     numerator and the denominator exactly), so the largest is 1/sqrt(m) whatever |q| is. Stabilising by the
     projection alone left `exp(-|q|^2/2)` in, and SmolLM2's queries (|q|^2/2 ~ 60 after scaling) then gave
     denominators of 1e-43 and infinite gradients in the first steps of a recovery fine-tune.
     """
-    proj = x @ w.T
+    proj = x @ w.T if w.dim() == 2 else torch.einsum("bhtd,hmd->bhtm", x, w.to(x.dtype))
     log_f = proj - x.pow(2).sum(-1, keepdim=True) / 2
     stab = log_f.amax(-1, keepdim=True).detach() if is_query else key_stabiliser(w)
-    return torch.exp(log_f - stab) / math.sqrt(w.shape[0])
+    return torch.exp(log_f - stab) / math.sqrt(w.shape[-2]), stab
+
+
+def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:
+    """`stabilised_features` without the stabiliser (what the pure performer needs: it cancels)."""
+    return stabilised_features(x, w, is_query)[0]
