@@ -1,4 +1,4 @@
-"""The one PEFT-shaped API every hf-attn wrapper shares (DESIGN.md 1, door 2).
+"""The one PEFT-shaped API every hf-attn wrapper shares (the same `wrap`/`unwrap`/`save_wrapper`/`load_wrapper` calls for each).
 
 A wrapper is three things, registered with `register_wrapper`:
 - a `WrapperConfig` dataclass (documented defaults, validation in `__post_init__`, `to_dict`/`from_dict`),

@@ -2,7 +2,7 @@
 
 `register_variant` puts a function into transformers' `AttentionInterface` *and* a mask builder into
 `AttentionMaskInterface`: without the second, transformers hands an unknown implementation
-`attention_mask=None` and padding is silently ignored (DESIGN.md 1).
+`attention_mask=None` and padding is silently ignored.
 """
 from __future__ import annotations
 

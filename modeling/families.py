@@ -2,7 +2,7 @@
 
 A checkpoint that uses an hf-attn variant or wrapper is saved with `model_type="hf_attn_<family>"`
 (`hf_attn_llama`, `hf_attn_t5`, ...) and the variant name, the wrapper config and the hf-attn version in
-its `config.json` (DESIGN.md 1). After `import hf_attn` a plain `AutoModelForCausalLM.from_pretrained(path)`
+its `config.json`. After `import hf_attn` a plain `AutoModelForCausalLM.from_pretrained(path)`
 rebuilds the variant and the wrapper; without hf-attn, transformers refuses the unknown model type instead
 of silently loading a stock model with plain attention and the wrapper weights dropped.
 

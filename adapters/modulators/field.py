@@ -1,4 +1,4 @@
-"""Geometric field modulator (note 003, section 12): geometry constrains the residual delta, it adds none.
+"""Geometric field modulator : geometry constrains the residual delta, it adds none.
 
 Each KSimplexChannel expert (k = 1, 2, 4: edge, triangle, pentachoron) deforms a frozen regular k-simplex by
 a learned map of the token's active hidden dims, reads its Cayley-Menger features (pairwise squared edge
@@ -76,9 +76,9 @@ class GeometricFieldModulator(ModulatorModule):
         return out
 
     def param_groups(self, lr: float) -> list[dict]:
-        """The note's optimiser groups: experts at lr * gradient_scale, alphas at lr / 2, gates at lr.
+        """The design's optimiser groups: experts at lr * gradient_scale, alphas at lr / 2, gates at lr.
 
-        Adam-type optimisers ignore a constant gradient factor, so the note's gradient scaling of the
+        Adam-type optimisers ignore a constant gradient factor, so the design's gradient scaling of the
         geometric parameters is applied as this learning-rate factor.
         """
         return [

@@ -1,9 +1,9 @@
-"""Geometric residual modulator (note 003, sections 7-11): a LERP of the residual stream toward a token's
+"""Geometric residual modulator: a LERP of the residual stream toward a token's
 projected geometric embedding before chosen blocks, with one sigmoid alpha per block.
 
     h <- (1 - a_l) h + a_l * proj(geo_embed(token)),    a_l = sigmoid(alpha_logit_l)
 
-The three initialisations of the note fill `geo_embed` (and, for Procrustes, `proj`) from structure:
+Three initialisations fill `geo_embed` (and, for Procrustes, `proj`) from structure:
 Cayley-Menger-checked simplices, a relational similarity target by eigendecomposition, and an orthogonal
 Procrustes alignment of another model's embeddings onto this model's representation space.
 """
@@ -54,10 +54,10 @@ class GeometricResidualModulator(ModulatorModule):
         self.record(layer_idx, out)
         return out
 
-    # -- initialisations of the note ------------------------------------------------------------------
+    # -- initialisations ---------------------------------------------------------------------------
     @torch.no_grad()
     def _write_rows(self, rows: torch.Tensor, token_ids: torch.Tensor | None) -> None:
-        rows = F.normalize(rows.float(), dim=-1)  # the geometry is in the directions (note 003, section 7)
+        rows = F.normalize(rows.float(), dim=-1)  # the geometry is in the directions, not the norms
         if rows.shape[-1] != self.config.n_geometric_dims:
             raise HfAttnError(f"Geometric rows have dim {rows.shape[-1]}, the modulator {self.config.n_geometric_dims}.")
         w = self.geometric_embed.weight
@@ -111,7 +111,7 @@ class GeometricResidualModulator(ModulatorModule):
 
         geo rows = the source's top principal directions (unit rows); proj = the orthogonal Procrustes
         rotation of those rows onto the target's top principal subspace, mapped back to d_model and scaled
-        to `scale` x the mean target norm (note 003, section 8). Returns the mean alignment cosine.
+        to `scale` x the mean target norm. Returns the mean alignment cosine.
         """
         g = self.config.n_geometric_dims
         if source.shape[0] != target.shape[0] or target.shape[0] != token_ids.numel():

@@ -1,4 +1,4 @@
-"""Expert views of one tensor (note 000): sparse, magnitude-aware, focally modulated perturbations.
+"""Expert views of one tensor: sparse, magnitude-aware, focally modulated perturbations.
 
 View k of a weight W is `W + C_k * g(W)` with `g(W) = W` (attractive/repulsive) or `|W|` (noise) and a
 coefficient tensor `C_k = scale * sign_mask * modulation_k [* noise_k]` that is zero outside the selected

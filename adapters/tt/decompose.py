@@ -1,6 +1,6 @@
 """Tensor-train (TT) math: TT-SVD of any tensor, TT-matrices, and applying TT-matrix cores to activations.
 
-Note 004 / DESIGN.md 2 ("tt"). A d-way tensor `A[i1, ..., id]` in TT format is a chain of cores
+A d-way tensor `A[i1, ..., id]` in TT format is a chain of cores
 `G_k` of shape `(r_{k-1}, n_k, r_k)` (r_0 = r_d = 1) with `A[i1..id] = G_1[:, i1, :] @ ... @ G_d[:, id, :]`.
 `to_tensor_train` computes the cores by sequential truncated SVDs (Oseledets 2011, TT-SVD).
 

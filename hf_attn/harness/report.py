@@ -1,6 +1,6 @@
 """`hf-attn report RUNS...`: one report.md with plots and the GO/NO-GO verdict per variant (M6).
 
-The rule (note 004, DESIGN.md 3), a pure function below (`verdict`), compared within one task, corpus,
+The rule, a pure function below (`verdict`), compared within one task, corpus,
 starting point (scratch or the same pretrained model) and number of training steps against the `sdpa`
 baseline without wrapper (a 100-step sweep point is not judged against a 400-step baseline):
 

@@ -1,4 +1,4 @@
-"""Gauge attention: `softmax_j(-KL(q_i || Omega_ij q_j) / kappa)` between Gaussian beliefs (research note 002).
+"""Gauge attention: `softmax_j(-KL(q_i || Omega_ij q_j) / kappa)` between Gaussian beliefs (docs/gauge.md).
 
 Parameter-free form (`attn_implementation="gauge"`): `mu` = the head's query (query side) or key (key
 side) after RoPE, one variance per irrep block from `config.gauge_variance`, identity frames, temperature

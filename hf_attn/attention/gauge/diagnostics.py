@@ -1,7 +1,7 @@
-"""Gauge attention health, recorded during the forward that runs anyway (research note 002).
+"""Gauge attention health, recorded during the forward that runs anyway (docs/gauge.md).
 
 Per layer (attention module) and head, from `rows` evenly spaced query rows of each call:
-- `row_std`: std of a row's attention weights over the keys it may see, averaged over rows. The note's
+- `row_std`: std of a row's attention weights over the keys it may see, averaged over rows. Its
   labels: sharp > 0.10, uniform < 0.05, medium between. A one-hot row over n keys has std ~ 1/sqrt(n), so
   the labels assume rows of ~100+ keys; short rows read sharper.
 - `mu_dist`: mean pairwise Euclidean distance between key means (the beliefs' `mu`) of sampled tokens.
@@ -75,7 +75,7 @@ class GaugeDiagnostics:
         if stats["uniform_fraction"] > 0.5 and self.warn and name not in self._warned:
             self._warned.add(name)
             warnings.warn(f"gauge: {stats['labels'].count('uniform')}/{heads} heads of {name} are uniform "
-                          f"(row_std < {UNIFORM}); lower kappa or use more l >= 2 blocks (note 002).", stacklevel=2)
+                          f"(row_std < {UNIFORM}); lower kappa or use more l >= 2 blocks.", stacklevel=2)
 
     def summary(self) -> dict:
         out = {name: dict(r) for name, r in self.records.items()}

@@ -1,9 +1,9 @@
 """How a head's dimensions split into SO(3) irrep blocks (`irrep_spec`), parsed and checked once.
 
-A spec lists `multiplicity x l` terms, written `"5x0+3x1+1x2"` (the research note's default: five scalars,
+A spec lists `multiplicity x l` terms, written `"5x0+3x1+1x2"` (the default: five scalars,
 three vectors, one rank-2 tensor = 19 dimensions) or as `[(5, 0), (3, 1), (1, 2)]`. The blocks fill the head
 from dimension 0 in spec order; the rest of `head_dim` is one more scalar (l = 0) block, the "rest block".
-`irrep_spec=None` means the note's default, shrunk for heads narrower than 19 dimensions by keeping blocks
+`irrep_spec=None` means that default, shrunk for heads narrower than 19 dimensions by keeping blocks
 in the order l2, l1, l0 (head_dim 16 -> 2x0+3x1+1x2, head_dim 8 -> 1x1+1x2), so every model runs.
 """
 from __future__ import annotations
