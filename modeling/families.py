@@ -54,6 +54,7 @@ class Family:
 
     @property
     def model_type(self) -> str:
+        """The hf-attn model type of this family, `hf_attn_<base type>`."""
         return PREFIX + self.base_type
 
     def model_class_for(self, model) -> type:
@@ -135,6 +136,7 @@ def family_of(config: PreTrainedConfig) -> Family:
 
 
 def list_families() -> dict[str, Family]:
+    """Every registered family, by base model type."""
     return dict(_FAMILIES)
 
 

@@ -42,6 +42,7 @@ def head_geometry(module: torch.nn.Module) -> tuple[int, int, int, float | None]
 
 
 def apply(model: torch.nn.Module, config: GaugeConfig) -> list[Callable[[], None]]:
+    """Attach learned belief maps to every targeted attention module; returns the undo callbacks."""
     undo = []
     for name in attention_modules(model, config.target_modules):
         base = model.get_submodule(name)

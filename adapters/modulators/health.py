@@ -21,6 +21,7 @@ class GeometryHealthWarning(UserWarning):
 
 
 def find_modulator(model: torch.nn.Module) -> ModulatorModule:
+    """The geometric modulator inside `model` (or `model` itself); refuses a model without one."""
     from hf_attn.utils import HfAttnError
 
     if isinstance(model, ModulatorModule):

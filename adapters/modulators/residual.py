@@ -20,6 +20,8 @@ from .config import ResidualModulatorConfig
 
 
 class GeometricResidualModulator(ModulatorModule):
+    """LERP of the residual stream toward each token's projected geometric embedding, one alpha per block."""
+
     def __init__(self, config: ResidualModulatorConfig, vocab_size: int, d_model: int, layer_names: list[str]):
         super().__init__(layer_names, config.track_cv, config.cv_samples)
         self.config = config
@@ -34,6 +36,7 @@ class GeometricResidualModulator(ModulatorModule):
             self.register_buffer("alpha_logit", start)
 
     def alphas(self) -> torch.Tensor:
+        """One LERP weight per modulated block (a shared alpha repeated)."""
         a = torch.sigmoid(self.alpha_logit)
         return a.expand(len(self.layer_names)) if a.numel() == 1 else a
 
@@ -42,6 +45,7 @@ class GeometricResidualModulator(ModulatorModule):
         return self.proj(self.geometric_embed(token_ids))
 
     def forward(self, hidden: torch.Tensor, token_ids: torch.Tensor, layer_idx: int) -> torch.Tensor:
+        """`(1 - a) h + a target(token)` for block `layer_idx`; needs input_ids so each position's token is known."""
         if token_ids.shape != hidden.shape[:-1]:
             raise HfAttnError(
                 f"Residual modulator got token ids of shape {tuple(token_ids.shape)} for hidden states "
@@ -136,6 +140,7 @@ class GeometricResidualModulator(ModulatorModule):
     # -- health --------------------------------------------------------------------------------------
     @torch.no_grad()
     def health_metrics(self) -> dict[str, float]:
+        """Alphas per block and the participation ratio and pentachoron CV of the geometric table."""
         out = {f"alpha/{n}": float(a) for n, a in zip(self.layer_names, self.alphas())}
         w = self.geometric_embed.weight
         rows = w[torch.randperm(w.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(w.device)]

@@ -119,12 +119,15 @@ class ViewCache:
         self._patterns: dict[tuple, torch.Tensor] = {}
 
     def pattern(self, numel: int, expert: int, device) -> torch.Tensor:
+        """The focal/helical modulation pattern of one expert for `numel` elements, computed once per device."""
         key = (numel, expert, str(device))
         if key not in self._patterns:
             self._patterns[key] = modulation(numel, expert, self.config, device)
         return self._patterns[key]
 
     def get(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """Perturbation coefficients of tensor `name`, re-ranked only after `mask_refresh_steps` in-place updates of
+        `w`."""
         key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
         entry = self._entries.get(name)
         if entry is not None:

@@ -81,6 +81,7 @@ class PrismaticAttention(PrismaticBase):
         return call_with(getattr(self.base_layer, name), sub, batched, x)
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        """The base attention with merged expert projections and, per sequence, RoPE or ALiBi as the routing picks."""
         base = self.base_layer
         cache = cache_argument(kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values")}

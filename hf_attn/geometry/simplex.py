@@ -119,4 +119,5 @@ def pentachoron_cv(
 
 
 def in_cv_band(cv: float, band: tuple[float, float] = CV_BAND) -> bool:
+    """True when a pentachoron CV lies inside `band` (inclusive)."""
     return band[0] <= cv <= band[1]

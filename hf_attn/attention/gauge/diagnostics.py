@@ -31,6 +31,7 @@ SHARP, UNIFORM = 0.10, 0.05
 
 
 def label(row_std: float) -> str:
+    """`sharp`, `medium` or `uniform` for one head's mean row std."""
     return "sharp" if row_std > SHARP else "uniform" if row_std < UNIFORM else "medium"
 
 
@@ -45,6 +46,8 @@ class GaugeDiagnostics:
 
     @torch.no_grad()
     def record(self, module, call, mask4, qb, kb, settings) -> None:
+        """Measure one attention call on sampled query rows and keep the layer's stats (warns once if most heads are
+        uniform)."""
         name = self.names.get(id(module), f"layer{getattr(module, 'layer_idx', '?')}")
         tq, tk = qb.mu.shape[2], kb.mu.shape[2]
         rows = torch.linspace(0, tq - 1, min(tq, self.rows), device=qb.mu.device).round().long().unique()
@@ -78,6 +81,7 @@ class GaugeDiagnostics:
                           f"(row_std < {UNIFORM}); lower kappa or use more l >= 2 blocks.", stacklevel=2)
 
     def summary(self) -> dict:
+        """Per layer: the last recorded stats plus `warning` (more than half the heads uniform)."""
         out = {name: dict(r) for name, r in self.records.items()}
         for r in out.values():
             r["warning"] = r["uniform_fraction"] > 0.5
@@ -94,6 +98,7 @@ class GaugeDiagnostics:
         return flat
 
     def mean_row_std(self) -> float:
+        """Mean row std over every recorded layer and head (NaN before any forward)."""
         vals = [x for r in self.records.values() for x in r["row_std"]]
         return sum(vals) / len(vals) if vals else float("nan")
 
@@ -131,6 +136,7 @@ def enable(model: torch.nn.Module, rows: int = 32, warn: bool = True) -> GaugeDi
 
 
 def disable(model: torch.nn.Module) -> None:
+    """Remove the diagnostics from every attention module of `model`; the forward stops measuring."""
     for module in attention_modules(model).values():
         if "gauge_diagnostics" in module.__dict__:
             del module.gauge_diagnostics
