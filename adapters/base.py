@@ -1,4 +1,4 @@
-"""The one PEFT-shaped API every hf-attn wrapper shares (DESIGN.md 1, door 2).
+"""The one PEFT-shaped API every hf-attn wrapper shares (the same `wrap`/`unwrap`/`save_wrapper`/`load_wrapper` calls for each).
 
 A wrapper is three things, registered with `register_wrapper`:
 - a `WrapperConfig` dataclass (documented defaults, validation in `__post_init__`, `to_dict`/`from_dict`),
@@ -45,10 +45,12 @@ class WrapperConfig:
     )
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field plus `wrapper_type`, as saved in hf_attn_wrapper.json."""
         return {"wrapper_type": self.wrapper_type, **dataclasses.asdict(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WrapperConfig":
+        """The config a saved dict describes (the subclass named by `wrapper_type`); unknown fields are refused."""
         data = dict(data)
         kind = data.pop("wrapper_type", cls.wrapper_type)
         target = _WRAPPERS[kind].config_cls if cls is WrapperConfig else cls
@@ -93,12 +95,14 @@ _WRAPPERS: dict[str, WrapperSpec] = {}
 
 
 def register_wrapper(spec: WrapperSpec) -> WrapperSpec:
+    """Make a wrapper known to `hf_attn.wrap` and loading under `spec.name`; returns the spec."""
     spec.config_cls.wrapper_type = spec.name
     _WRAPPERS[spec.name] = spec
     return spec
 
 
 def list_wrappers() -> dict[str, WrapperSpec]:
+    """Every registered wrapper, by name."""
     return dict(_WRAPPERS)
 
 
@@ -176,6 +180,7 @@ def replace_module(model: torch.nn.Module, name: str, new: torch.nn.Module) -> C
 
 
 def state_of(model: torch.nn.Module) -> WrapperState:
+    """The wrapper state `hf_attn.wrap` attached to `model`; refuses a model that was never wrapped."""
     state = getattr(model, "hf_attn_wrapper", None)
     if state is None:
         raise HfAttnError("This model carries no hf-attn wrapper: call hf_attn.wrap(model, config) first.")

@@ -41,6 +41,7 @@ def smollm2_gguf() -> Path:
 
 
 def cache_dir() -> Path:
+    """Where converted assets live: `$HF_ATTN_CACHE`, else `~/.cache/hf_attn`."""
     return Path(os.environ.get("HF_ATTN_CACHE", Path.home() / ".cache" / "hf_attn"))
 
 

@@ -41,10 +41,13 @@ class RecurrentLayer(CacheLayerMixin):
         self.consumed = True  # False from `update` until a variant reads the state (`recurrent_layer`)
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        """Remember the device and dtype of the first keys; the state itself is created by the variant."""
         self.device, self.dtype = key_states.device, key_states.dtype
         self.is_initialized = True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        """Count the new tokens and tag the keys with this layer so the variant finds its state; keys are not stored.
+        """
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         setattr(key_states, _TAG, self)
@@ -53,39 +56,50 @@ class RecurrentLayer(CacheLayerMixin):
         return key_states, value_states
 
     def get_mask_sizes(self, query_length, *args) -> tuple[int, int]:
+        """`(kv_length, kv_offset)` for the mask builder: the attention sees only the new keys."""
         # the attention function sees only the new keys; earlier ones live in the state
         query_length = query_length.shape[0] if isinstance(query_length, torch.Tensor) else int(query_length)
         return query_length, self.seen
 
     def get_seq_length(self, *args) -> int:
+        """Tokens seen so far."""
         return self.seen
 
     def get_max_length(self) -> int:
+        """-1: the state has no length limit."""
         return -1
 
     def get_max_cache_shape(self) -> int:  # transformers < 5.20 name
+        """-1: no length limit (the name transformers < 5.20 asks for)."""
         return -1
 
     def reset(self) -> None:
+        """Drop the state and the token count, for a new sequence."""
         self.state, self.variant, self.seen, self.consumed = {}, None, 0, True
 
     def offload(self):
+        """Move the state to the CPU (offloaded caches)."""
         self.state = {k: v.to("cpu", non_blocking=True) for k, v in self.state.items()}
 
     def prefetch(self):
+        """Move the state back to the layer's device before it is used."""
         if self.is_initialized:
             self.state = {k: v.to(self.device, non_blocking=True) for k, v in self.state.items()}
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Reorder the batch rows of the state for beam search."""
         self.state = {k: v.index_select(0, beam_idx.to(v.device)) for k, v in self.state.items()}
 
     def batch_repeat_interleave(self, repeats: int) -> None:
+        """Repeat each batch row of the state `repeats` times (beam or sample expansion in `generate`)."""
         self.state = {k: v.repeat_interleave(repeats, dim=0) for k, v in self.state.items()}
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep only the batch rows `indices` of the state."""
         self.state = {k: v[indices] for k, v in self.state.items()}
 
     def crop(self, tokens_to_remove: int) -> None:
+        """Refuse: a running state cannot forget tokens (cropping to the same length is a no-op)."""
         if tokens_to_remove:
             raise HfAttnError("RecurrentCache keeps a running state, not per-token keys, so it cannot be cropped; "
                               "use a DynamicCache (the default) for assisted/speculative decoding.")

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `hf-attn` parser with one subcommand per module of `hf_attn.commands`."""
     parser = argparse.ArgumentParser(
         prog="hf-attn",
         description="Swap attention in pretrained HuggingFace models and measure what it costs and gains.",
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run `hf-attn ARGV`; returns the exit code (hf-attn errors are printed as one line, not a traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

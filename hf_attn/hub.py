@@ -23,6 +23,7 @@ UPLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "*.
 
 
 def is_checkpoint(folder: Path) -> bool:
+    """True when `folder` holds a model (`config.json`) or a wrapper config, rather than a run folder."""
     from .adapters.base import CONFIG_NAME
 
     return (folder / "config.json").is_file() or (folder / CONFIG_NAME).is_file()

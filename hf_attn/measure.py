@@ -63,5 +63,6 @@ class PeakMemory:
 
 
 def sync(device: torch.device | str) -> None:
+    """Wait for queued CUDA work on `device` so a timer reads finished work; no-op elsewhere."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)

@@ -129,6 +129,8 @@ def _hub_id(name: Any) -> str | None:
 
 
 def training_rows(metrics: list[dict[str, float]]) -> list[tuple[str, str]]:
+    """Model-card table rows from a run's metrics: the last step, each column's final value, the lowest of loss-like
+    ones."""
     if not metrics:
         return []
     columns = [c for c in metrics[-1] if c != "step"]
@@ -169,6 +171,7 @@ def plot_metrics(metrics: list[dict[str, float]], out: Path) -> Path | None:
 
 
 def template_path(name: str = "hf_attn_model.md") -> Path:
+    """Path of a model-card template shipped in `hf_attn/model_cards`."""
     return Path(str(importlib.resources.files("hf_attn.model_cards") / name))
 
 

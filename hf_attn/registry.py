@@ -2,7 +2,7 @@
 
 `register_variant` puts a function into transformers' `AttentionInterface` *and* a mask builder into
 `AttentionMaskInterface`: without the second, transformers hands an unknown implementation
-`attention_mask=None` and padding is silently ignored (DESIGN.md 1).
+`attention_mask=None` and padding is silently ignored.
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class Variant:
     docs: str = ""  # a page under docs/ with the details, linked from the README table
 
     def describe(self) -> str:
+        """Several lines for `hf-attn variants`: summary, complexity, what it needs, its config knobs, its docs page.
+        """
         needs = ", ".join(self.needs) if self.needs else "nothing beyond hf-attn"
         keys = "; ".join(f"config.{k}: {v}" for k, v in self.config_keys.items()) or "none"
         docs = f"\n  docs: {self.docs}" if self.docs else ""
@@ -124,6 +126,7 @@ def get_variant(name: str) -> Variant:
 
 
 def unknown_variant_message(name: str) -> str:
+    """The error text for an unknown variant name: the closest match and every name that is known."""
     known = sorted(_VARIANTS) + list(BUILTIN_IMPLEMENTATIONS)
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""

@@ -62,6 +62,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the whole new one, never a part."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 

@@ -2,7 +2,7 @@
 
 A checkpoint that uses an hf-attn variant or wrapper is saved with `model_type="hf_attn_<family>"`
 (`hf_attn_llama`, `hf_attn_t5`, ...) and the variant name, the wrapper config and the hf-attn version in
-its `config.json` (DESIGN.md 1). After `import hf_attn` a plain `AutoModelForCausalLM.from_pretrained(path)`
+its `config.json`. After `import hf_attn` a plain `AutoModelForCausalLM.from_pretrained(path)`
 rebuilds the variant and the wrapper; without hf-attn, transformers refuses the unknown model type instead
 of silently loading a stock model with plain attention and the wrapper weights dropped.
 
@@ -54,6 +54,7 @@ class Family:
 
     @property
     def model_type(self) -> str:
+        """The hf-attn model type of this family, `hf_attn_<base type>`."""
         return PREFIX + self.base_type
 
     def model_class_for(self, model) -> type:
@@ -135,6 +136,7 @@ def family_of(config: PreTrainedConfig) -> Family:
 
 
 def list_families() -> dict[str, Family]:
+    """Every registered family, by base model type."""
     return dict(_FAMILIES)
 
 

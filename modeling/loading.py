@@ -73,6 +73,8 @@ class HfAttnModelMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load the base weights strictly, then restore the variant and re-wrap and load any wrapper, all or nothing.
+        """
         hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if kwargs.get(k) is not None}
         config = kwargs.get("config")
         # The Auto classes move attn_implementation into the config they pass; a direct call keeps the kwarg.

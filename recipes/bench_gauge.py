@@ -1,4 +1,4 @@
-"""Gauge attention speed and memory vs SDPA on the same q/k/v (the issue's benchmark), standalone.
+"""Gauge attention speed and memory vs SDPA on the same q/k/v, standalone.
 
     python recipes/bench_gauge.py --out runs/bench_gauge            # CUDA: T = 1k, 4k, 16k, bf16, 16 x 64
     python recipes/bench_gauge.py --smoke --out /tmp/bench_gauge    # CPU, tiny sizes: checks the script runs

@@ -5,7 +5,7 @@
 
 Rows: `base` (unwrapped, sdpa), `v2-mlp` (K views of every MLP, base trained: perturbation values follow
 every optimiser step, the selection is re-ranked every `mask_refresh_steps` = 100 updates, the default),
-`v2-mlp-refresh1` (re-ranked after every update, the note's literal reading), `v2-mlp-frozen` (router only),
+`v2-mlp-refresh1` (re-ranked after every update, the literal per-forward selection), `v2-mlp-frozen` (router only),
 `v3-rope` (v3 on attention, RoPE chosen),
 `v3-alibi` (v3 forced to ALiBi: SDPA with a materialised float mask). Target: v2-mlp <= 1.5x base at K = 3.
 Prints a table and writes `<out>/bench_prismatic.json`.

@@ -1,6 +1,6 @@
 """Step time and peak memory of a TT-wrapped causal LM vs the dense one (forward + backward, sdpa).
 
-GPU (the lead's run; SmolLM2 folder from save_pretrained):
+GPU (SmolLM2 folder from save_pretrained, or random weights from recipes/random_weights.py):
     python recipes/bench_tt.py --model-path DIR --out results/bench_tt
 CPU smoke test on a tiny random Llama:
     python recipes/bench_tt.py --smoke --out /tmp/bench_tt

@@ -1,4 +1,4 @@
-"""Train the geometric residual and field modulators on a frozen SmolLM2-135M (note 003 sections 7-12).
+"""Train the geometric residual and field modulators on a frozen SmolLM2-135M (docs/modulators.md).
 
 For each modulator: perplexity of the base model, of the wrapped model at init and after a short training
 run on the Wikipedia train split (held-out test split for perplexity), alpha trajectories per layer and the

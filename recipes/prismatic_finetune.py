@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--version", default="v2", choices=["v2", "v3"])
     p.add_argument("--model-path", help="SmolLM2 folder (default: the cached offline copy)")
     p.add_argument("--num-experts", type=int, default=3)
-    p.add_argument("--perturbation-scale", type=float, default=None, help="default: 0.8 (v2), 0.0 (v3, the note)")
+    p.add_argument("--perturbation-scale", type=float, default=None, help="default: 0.8 (v2), 0.0 (v3: experts differ only in position encoding)")
     p.add_argument("--mask-refresh-steps", type=int, default=PrismaticConfig.mask_refresh_steps,
                    help="see PrismaticConfig.mask_refresh_steps")
     p.add_argument("--steps", type=int, default=30)

@@ -1,7 +1,7 @@
 """Write a randomly initialised model from a config folder, for timing runs only.
 
-Real SmolLM2 weights (270 MB in bf16) cannot travel to a GPU machine whose working tree is capped at
-64 MiB; step time and memory do not depend on the weights' values, so timing scripts run on this copy.
+Use it where the real weights are not at hand (SmolLM2 is 270 MB in bf16): step time and memory do not
+depend on the weights' values, so timing scripts run on this copy.
 Quality numbers must never come from it.
 
     python recipes/random_weights.py CONFIG_DIR OUT_DIR

@@ -1,8 +1,8 @@
-"""The correctness harness every attention variant and wrapper must pass (foundation issue).
+"""The correctness harness every attention variant and wrapper must pass.
 
 Tiny random models for Llama, Qwen2, Qwen3, Mistral (decoders) and T5 (encoder-decoder), plus checks that
-take any model: no future leakage, padding invariance, KV cache == full forward, gradients. Later issues
-reuse these functions on their own variants and wrapped models.
+take any model: no future leakage, padding invariance, KV cache == full forward, gradients. Tests of each
+variant and wrapper reuse these functions on their own variants and wrapped models.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Learned gauge attention as an adapter: `hf_attn.wrap(model, GaugeConfig())` (DESIGN.md 1, door 2)."""
+"""Learned gauge attention as an adapter: `hf_attn.wrap(model, GaugeConfig())`."""
 from .config import GaugeConfig
 from .layer import BeliefMaps, GaugeAttention, HeadLinear
 from .wrap import apply

@@ -34,7 +34,7 @@ class GaugeConfig(WrapperConfig):
     )
     irrep_spec: str | list | None = field(
         default=None,
-        metadata={"help": f"Irrep blocks per head, 'MULTxL+...'. None: '{DEFAULT_IRREP_SPEC}' (the note's 5 x l0, "
+        metadata={"help": f"Irrep blocks per head, 'MULTxL+...'. None: '{DEFAULT_IRREP_SPEC}' (the default 5 x l0, "
                   "3 x l1, 1 x l2), shrunk to fit heads under 19 dims; the rest of head_dim is one l0 block."},
     )
     variance: float | list[float] = field(

@@ -27,6 +27,7 @@ class HeadLinear(torch.nn.Module):
         self.bias = torch.nn.Parameter(torch.zeros(heads, out) + bias_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply each head's own linear map to `x (B, H, T, D)`."""
         return torch.einsum("bhtd,hdo->bhto", x, self.weight.to(x.dtype)) + self.bias.to(x.dtype)[:, None]
 
 
@@ -58,6 +59,8 @@ class BeliefMaps(torch.nn.Module):
         return Beliefs(mu, var, phi, self.per_block)
 
     def beliefs(self, query: torch.Tensor, key: torch.Tensor) -> tuple[Beliefs, Beliefs]:
+        """Query and key beliefs with frames (and variances) predicted from the means by the learned maps (fp32 or
+        fp64)."""
         dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
         return (self._side(query.to(dtype), self.q_phi, self.q_var),
                 self._side(key.to(dtype), self.k_phi, self.k_var))
@@ -72,6 +75,7 @@ class GaugeAttention(WrapperLayer):
         self.gauge_maps = maps
 
     def forward(self, *args, **kwargs):
+        """Run the base attention layer with the learned belief maps passed to the gauge kernel."""
         return self.base_layer(*args, gauge_beliefs=self.gauge_maps, **kwargs)
 
     def __getattr__(self, name: str):

@@ -13,6 +13,7 @@ from .layer import BeliefMaps, GaugeAttention
 
 
 def apply(model: torch.nn.Module, config: GaugeConfig) -> list[Callable[[], None]]:
+    """Attach learned belief maps to every targeted attention module; returns the undo callbacks."""
     undo = []
     for name in attention_modules(model, config.target_modules, "gauge", skip=(GaugeAttention,)):
         base = model.get_submodule(name)

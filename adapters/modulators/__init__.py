@@ -1,4 +1,4 @@
-"""Geometric residual and field modulators for frozen T5 / Llama / Qwen models (note 003, DESIGN.md 2)."""
+"""Geometric residual and field modulators for frozen T5 / Llama / Qwen models (docs/modulators.md)."""
 from .config import FieldModulatorConfig, ResidualModulatorConfig
 from .field import GeometricFieldModulator, KSimplexChannel
 from .health import GeometryHealthWarning, find_modulator, modulator_health

@@ -1,4 +1,4 @@
-"""Config dataclasses of the geometric residual and field modulators, with the defaults of note 003.
+"""Config dataclasses of the geometric residual and field modulators, with their design defaults (docs/modulators.md).
 
 Which layers are modulated follows `target_modules` (shared with every wrapper): `None` modulates every
 transformer block of every stack (T5: encoder and decoder blocks; Llama/Qwen/Mistral: `model.layers.*`); a
@@ -22,7 +22,7 @@ def _check_probability(name: str, value: float, open_interval: bool = True) -> N
 
 @dataclass
 class _ModulatorConfig(WrapperConfig):
-    """Fields both modulators share: starting alpha and the health tracking of the note."""
+    """Fields both modulators share: starting alpha and the health tracking."""
 
     initial_alpha: float = field(
         default=0.01, metadata={"help": "Starting alpha = sigmoid(logit), in (0, 1); small so the base model dominates."}
@@ -76,7 +76,7 @@ class FieldModulatorConfig(_ModulatorConfig):
     expert_edim: int = field(default=8, metadata={"help": "Embedding dimension of each expert's simplex vertices."})
     alpha_min: float = field(default=0.001, metadata={"help": "Floor of every alpha (always some geometric signal)."})
     alpha_max: float = field(
-        default=0.35, metadata={"help": "Ceiling of every alpha (the note's binding/separation boundary)."}
+        default=0.35, metadata={"help": "Ceiling of every alpha (the boundary between binding and separating tokens)."}
     )
     per_layer_per_expert: bool = field(
         default=True, metadata={"help": "One alpha per (block, expert); else one per expert shared by all blocks."}
@@ -97,7 +97,7 @@ class FieldModulatorConfig(_ModulatorConfig):
     )
     cv_band: tuple[float, float] = field(
         default=(0.16, 0.26),
-        metadata={"help": "CV alert band: the note's cv_target 0.21 +- cv_tolerance 0.05 around the 0.20-0.23 band."},
+        metadata={"help": "CV alert band: cv_target 0.21 +- cv_tolerance 0.05 around the 0.20-0.23 band."},
     )
 
     def __post_init__(self) -> None:

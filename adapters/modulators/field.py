@@ -1,4 +1,4 @@
-"""Geometric field modulator (note 003, section 12): geometry constrains the residual delta, it adds none.
+"""Geometric field modulator : geometry constrains the residual delta, it adds none.
 
 Each KSimplexChannel expert (k = 1, 2, 4: edge, triangle, pentachoron) deforms a frozen regular k-simplex by
 a learned map of the token's active hidden dims, reads its Cayley-Menger features (pairwise squared edge
@@ -30,12 +30,15 @@ class KSimplexChannel(torch.nn.Module):
         self.norm = torch.nn.LayerNorm(self.out_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(features, squared volume)` of the k-simplex deformed by `x`: normalised Cayley-Menger features."""
         verts = self.template + self.deform_scale * self.to_deform(x).unflatten(-1, (self.k + 1, self.edim))
         d2, vol2 = cayley_menger_features(verts)
         return self.norm(torch.cat([d2, vol2.unsqueeze(-1)], -1)), vol2
 
 
 class GeometricFieldModulator(ModulatorModule):
+    """Multiplicative gates on the residual stream from k-simplex experts: geometry shapes the delta, adds none."""
+
     def __init__(self, config: FieldModulatorConfig, d_model: int, layer_names: list[str]):
         super().__init__(layer_names, config.track_cv, config.cv_samples)
         self.config = config
@@ -58,10 +61,12 @@ class GeometricFieldModulator(ModulatorModule):
         self.register_buffer("validity", torch.ones(len(layer_names), len(config.expert_ks)))
 
     def alphas(self) -> torch.Tensor:
+        """Gate strengths `(layers, experts)`, sigmoid of the logits clamped to `[alpha_min, alpha_max]`."""
         a = torch.sigmoid(self.alpha_logit).clamp(self.config.alpha_min, self.config.alpha_max)
         return a.expand(len(self.layer_names), -1)
 
     def forward(self, hidden: torch.Tensor, layer_idx: int) -> torch.Tensor:
+        """Gate the active dimensions of block `layer_idx`'s hidden states; null-space dimensions pass as they are."""
         active = hidden.float().index_select(-1, self.active_idx)
         alphas = self.alphas()[layer_idx]
         gate = torch.ones_like(active)
@@ -76,9 +81,9 @@ class GeometricFieldModulator(ModulatorModule):
         return out
 
     def param_groups(self, lr: float) -> list[dict]:
-        """The note's optimiser groups: experts at lr * gradient_scale, alphas at lr / 2, gates at lr.
+        """The design's optimiser groups: experts at lr * gradient_scale, alphas at lr / 2, gates at lr.
 
-        Adam-type optimisers ignore a constant gradient factor, so the note's gradient scaling of the
+        Adam-type optimisers ignore a constant gradient factor, so the design's gradient scaling of the
         geometric parameters is applied as this learning-rate factor.
         """
         return [
@@ -89,6 +94,7 @@ class GeometricFieldModulator(ModulatorModule):
 
     @torch.no_grad()
     def health_metrics(self) -> dict[str, float]:
+        """Alphas and simplex validity per block and expert, mean validity and the template volume per expert."""
         out = {}
         alphas = self.alphas()
         for i, name in enumerate(self.layer_names):

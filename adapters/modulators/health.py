@@ -1,4 +1,4 @@
-"""Health metrics of a modulated model as one flat dict (note 003): alphas, validity, pentachoron CV and
+"""Health metrics of a modulated model as one flat dict: alphas, validity, pentachoron CV and
 participation ratio of the states the modulated blocks saw in the last forward, with warnings when the CV
 leaves the configured band."""
 from __future__ import annotations
@@ -21,6 +21,7 @@ class GeometryHealthWarning(UserWarning):
 
 
 def find_modulator(model: torch.nn.Module) -> ModulatorModule:
+    """The geometric modulator inside `model` (or `model` itself); refuses a model without one."""
     from hf_attn.utils import HfAttnError
 
     if isinstance(model, ModulatorModule):

@@ -1,9 +1,9 @@
-"""Geometric residual modulator (note 003, sections 7-11): a LERP of the residual stream toward a token's
+"""Geometric residual modulator: a LERP of the residual stream toward a token's
 projected geometric embedding before chosen blocks, with one sigmoid alpha per block.
 
     h <- (1 - a_l) h + a_l * proj(geo_embed(token)),    a_l = sigmoid(alpha_logit_l)
 
-The three initialisations of the note fill `geo_embed` (and, for Procrustes, `proj`) from structure:
+Three initialisations fill `geo_embed` (and, for Procrustes, `proj`) from structure:
 Cayley-Menger-checked simplices, a relational similarity target by eigendecomposition, and an orthogonal
 Procrustes alignment of another model's embeddings onto this model's representation space.
 """
@@ -20,6 +20,8 @@ from .config import ResidualModulatorConfig
 
 
 class GeometricResidualModulator(ModulatorModule):
+    """LERP of the residual stream toward each token's projected geometric embedding, one alpha per block."""
+
     def __init__(self, config: ResidualModulatorConfig, vocab_size: int, d_model: int, layer_names: list[str]):
         super().__init__(layer_names, config.track_cv, config.cv_samples)
         self.config = config
@@ -34,6 +36,7 @@ class GeometricResidualModulator(ModulatorModule):
             self.register_buffer("alpha_logit", start)
 
     def alphas(self) -> torch.Tensor:
+        """One LERP weight per modulated block (a shared alpha repeated)."""
         a = torch.sigmoid(self.alpha_logit)
         return a.expand(len(self.layer_names)) if a.numel() == 1 else a
 
@@ -42,6 +45,7 @@ class GeometricResidualModulator(ModulatorModule):
         return self.proj(self.geometric_embed(token_ids))
 
     def forward(self, hidden: torch.Tensor, token_ids: torch.Tensor, layer_idx: int) -> torch.Tensor:
+        """`(1 - a) h + a target(token)` for block `layer_idx`; needs input_ids so each position's token is known."""
         if token_ids.shape != hidden.shape[:-1]:
             raise HfAttnError(
                 f"Residual modulator got token ids of shape {tuple(token_ids.shape)} for hidden states "
@@ -54,10 +58,10 @@ class GeometricResidualModulator(ModulatorModule):
         self.record(layer_idx, out)
         return out
 
-    # -- initialisations of the note ------------------------------------------------------------------
+    # -- initialisations ---------------------------------------------------------------------------
     @torch.no_grad()
     def _write_rows(self, rows: torch.Tensor, token_ids: torch.Tensor | None) -> None:
-        rows = F.normalize(rows.float(), dim=-1)  # the geometry is in the directions (note 003, section 7)
+        rows = F.normalize(rows.float(), dim=-1)  # the geometry is in the directions, not the norms
         if rows.shape[-1] != self.config.n_geometric_dims:
             raise HfAttnError(f"Geometric rows have dim {rows.shape[-1]}, the modulator {self.config.n_geometric_dims}.")
         w = self.geometric_embed.weight
@@ -111,7 +115,7 @@ class GeometricResidualModulator(ModulatorModule):
 
         geo rows = the source's top principal directions (unit rows); proj = the orthogonal Procrustes
         rotation of those rows onto the target's top principal subspace, mapped back to d_model and scaled
-        to `scale` x the mean target norm (note 003, section 8). Returns the mean alignment cosine.
+        to `scale` x the mean target norm. Returns the mean alignment cosine.
         """
         g = self.config.n_geometric_dims
         if source.shape[0] != target.shape[0] or target.shape[0] != token_ids.numel():
@@ -136,6 +140,7 @@ class GeometricResidualModulator(ModulatorModule):
     # -- health --------------------------------------------------------------------------------------
     @torch.no_grad()
     def health_metrics(self) -> dict[str, float]:
+        """Alphas per block and the participation ratio and pentachoron CV of the geometric table."""
         out = {f"alpha/{n}": float(a) for n, a in zip(self.layer_names, self.alphas())}
         w = self.geometric_embed.weight
         rows = w[torch.randperm(w.shape[0], generator=torch.Generator().manual_seed(0))[:4096].to(w.device)]

@@ -84,6 +84,8 @@ def _embedding(model) -> torch.nn.Embedding:
 
 
 def apply_residual(model: torch.nn.Module, config: ResidualModulatorConfig) -> list[Callable[[], None]]:
+    """Hook a residual modulator into the chosen blocks (token ids taken from each stack's input_ids); returns undo
+    callbacks."""
     stacks = find_stacks(model)
     chosen = _chosen_blocks(model, config, stacks)
     emb = _embedding(model)
@@ -111,6 +113,7 @@ def apply_residual(model: torch.nn.Module, config: ResidualModulatorConfig) -> l
 
 
 def apply_field(model: torch.nn.Module, config: FieldModulatorConfig) -> list[Callable[[], None]]:
+    """Hook a field modulator into the chosen blocks; returns undo callbacks."""
     chosen = _chosen_blocks(model, config, find_stacks(model))
     emb = _embedding(model)
     modulator = GeometricFieldModulator(config, emb.embedding_dim, [b for _, b in chosen]).to(emb.weight.device)

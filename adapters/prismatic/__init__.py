@@ -1,4 +1,4 @@
-"""Prismatic (notes 000 v2 and 001 v3): soft-merged expert views of pretrained modules, with routing metrics."""
+"""Prismatic (v2 and v3): soft-merged expert views of pretrained modules, with routing metrics."""
 from ..base import WrapperSpec, register_wrapper
 from .config import PrismaticConfig
 from .wrap import apply, force_expert, prismatic_layers, routing_metrics

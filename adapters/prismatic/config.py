@@ -1,4 +1,4 @@
-"""`PrismaticConfig`: every knob of the Prismatic notes (000 = v2, 001 = v3) with their defaults.
+"""`PrismaticConfig`: every knob of Prismatic v2 and v3 with their defaults (docs/prismatic.md).
 
 One config for both versions (`version="v2" | "v3"`): v3 reuses v2's expert views and router and only adds
 the position-encoding gate, so splitting them would duplicate every router/perturbation field.
@@ -31,7 +31,7 @@ class PrismaticConfig(WrapperConfig):
     """Prismatic: K expert views of one pretrained module, soft-merged (SMEAR) by a learned router."""
 
     version: str = field(default="v2", metadata={"help": "'v2': experts are sparse perturbed views of the module "
-                         "(note 000). 'v3': attention experts that differ in position encoding, RoPE vs ALiBi (note 001)."})
+                         "(SMEAR-merged, Muqeeth et al. 2023). 'v3': attention experts that differ in position encoding, RoPE vs ALiBi."})
     num_experts: int = field(default=3, metadata={"help": "K expert views; expert 0 is always the clean base module."})
     perturbation_scale: float = field(default=0.8, metadata={"help": "Perturbation size relative to |W| (0.8 = 80% "
                                       "suppression/amplification). 0 makes every view equal to the base."})
@@ -40,7 +40,7 @@ class PrismaticConfig(WrapperConfig):
     perturbation_strategy: str = field(default="dual_sided", metadata={"help": "Which elements: dual_sided | "
                                        "top_only | bottom_only | random."})
     perturb_by_magnitude: bool = field(default=True, metadata={"help": "False is the same as "
-                                       "perturbation_strategy='random' (the note's ablation switch)."})
+                                       "perturbation_strategy='random' (the magnitude ablation)."})
     perturbation_mode: str = field(default="attractive", metadata={"help": "attractive: top suppressed W - s*W, "
                                    "bottom amplified W + s*W; repulsive: the opposite; noise: W + s*|W|*N(0,1) (seeded)."})
     focal_pattern: str = field(default="radial_helical", metadata={"help": "Modulation of the perturbation along "
@@ -52,7 +52,7 @@ class PrismaticConfig(WrapperConfig):
                       "expert), so views are deterministic given the weights and the config."})
     mask_refresh_steps: int = field(default=100, metadata={"help": "Re-rank the magnitudes (which elements are "
                                     "perturbed) after this many base-weight updates; the perturbation values always "
-                                    "follow the current weights. 1 = the note's per-forward selection. 100: 0.5% of "
+                                    "follow the current weights. 1 = re-rank at every forward. 100: 0.5% of "
                                     "the selection moves in 100 steps at lr 2e-5 (docs/prismatic.md) and the step is "
                                     "1.39x instead of 2.1-2.4x the base on an H100."})
     router_pooling: str = field(default="auto", metadata={"help": "Router input per sequence: 'first' real token "
@@ -103,5 +103,5 @@ class PrismaticConfig(WrapperConfig):
             self.perturbation_strategy = "random"
 
     def architecture(self, expert: int) -> str:
-        """Position encoding of `expert` (v3 cycling of the note)."""
+        """Position encoding of `expert` (v3 cycles `architectures`)."""
         return self.architectures[expert % len(self.architectures)]

@@ -23,6 +23,7 @@ def call_with(module: torch.nn.Module, params: dict[str, torch.Tensor], batched:
 
 
 def first_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    """The first `nn.Linear` inside `module`; its input width sizes the router."""
     for m in module.modules():
         if isinstance(m, torch.nn.Linear):
             return m
@@ -78,6 +79,7 @@ class PrismaticLayer(PrismaticBase):
     """v2 on any module taking one hidden-state tensor `(B, T, H)` (attention projections, MLPs)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Route the sequence, merge the expert views' parameters and run the base module with them."""
         routing = self.route(x)
         params, batched = self.merged_params(routing)
         return call_with(self.base_layer, params, batched, x)

@@ -18,6 +18,8 @@ import torch
 
 
 class RoutingStats:
+    """The last routing weights of one layer and a count of consecutive collapsed training forwards."""
+
     def __init__(self, threshold: float, steps: int):
         self.threshold = threshold
         self.steps = steps
@@ -26,6 +28,7 @@ class RoutingStats:
         self.warned = False
 
     def record(self, routing: torch.Tensor, training: bool) -> None:
+        """Keep this forward's routing; in training, count consecutive forwards where one expert holds > threshold."""
         routing = routing.detach()
         self.routing = routing
         if training:
@@ -34,6 +37,7 @@ class RoutingStats:
             self.run = (run + 1) * collapsed
 
     def summary(self) -> dict[str, float]:
+        """Mean weight per expert, entropy, balance and concentration of the last routing (empty before a forward)."""
         if self.routing is None:
             return {}
         p = self.routing.float().mean(0).cpu()

@@ -1,4 +1,4 @@
-"""Expert views of one tensor (note 000): sparse, magnitude-aware, focally modulated perturbations.
+"""Expert views of one tensor: sparse, magnitude-aware, focally modulated perturbations.
 
 View k of a weight W is `W + C_k * g(W)` with `g(W) = W` (attractive/repulsive) or `|W|` (noise) and a
 coefficient tensor `C_k = scale * sign_mask * modulation_k [* noise_k]` that is zero outside the selected
@@ -119,12 +119,15 @@ class ViewCache:
         self._patterns: dict[tuple, torch.Tensor] = {}
 
     def pattern(self, numel: int, expert: int, device) -> torch.Tensor:
+        """The focal/helical modulation pattern of one expert for `numel` elements, computed once per device."""
         key = (numel, expert, str(device))
         if key not in self._patterns:
             self._patterns[key] = modulation(numel, expert, self.config, device)
         return self._patterns[key]
 
     def get(self, name: str, w: torch.Tensor) -> torch.Tensor:
+        """Perturbation coefficients of tensor `name`, re-ranked only after `mask_refresh_steps` in-place updates of
+        `w`."""
         key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
         entry = self._entries.get(name)
         if entry is not None:

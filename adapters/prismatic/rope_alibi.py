@@ -1,6 +1,6 @@
 """Prismatic attention block for Llama/Qwen2/Qwen3/Mistral: soft-merged projections, RoPE or ALiBi per sequence.
 
-v3 (note 001): expert i has position encoding `architectures[i % len]`; the projections (and Qwen3's q/k
+v3: expert i has position encoding `architectures[i % len]`; the projections (and Qwen3's q/k
 norms) are soft-merged over the expert views, and the position type is hard-gated per sequence: RoPE when
 the RoPE experts' total routing weight is > 0.5, else ALiBi. v2 on a whole attention block uses the same
 class with RoPE for every expert.
@@ -81,6 +81,7 @@ class PrismaticAttention(PrismaticBase):
         return call_with(getattr(self.base_layer, name), sub, batched, x)
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, **kwargs):
+        """The base attention with merged expert projections and, per sequence, RoPE or ALiBi as the routing picks."""
         base = self.base_layer
         cache = cache_argument(kwargs)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("cache", "past_key_values")}

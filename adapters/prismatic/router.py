@@ -29,6 +29,7 @@ class RoutingContext:
     encoder_decoder: bool = False
 
     def capture(self, module, args, kwargs) -> None:
+        """Forward pre-hook on the model: keep the masks and the cache length the routers need."""
         self.attention_mask = kwargs.get("attention_mask")
         self.decoder_attention_mask = kwargs.get("decoder_attention_mask")
         cache = cache_argument(kwargs)

@@ -48,6 +48,7 @@ def _layer_for(model, name: str, module: torch.nn.Module, config: PrismaticConfi
 
 
 def apply(model: torch.nn.Module, config: PrismaticConfig) -> list[Callable[[], None]]:
+    """Replace each targeted module with its Prismatic layer; returns the undo callbacks."""
     targets = config.target_modules or DEFAULT_TARGETS[config.version]
     names = find_targets(model, targets)
     nested = [(a, b) for a in names for b in names if b.startswith(a + ".")]
@@ -61,6 +62,7 @@ def apply(model: torch.nn.Module, config: PrismaticConfig) -> list[Callable[[], 
 
 
 def prismatic_layers(model: torch.nn.Module) -> dict[str, PrismaticBase]:
+    """Every Prismatic layer of `model`, by module name; refuses a model without any."""
     layers = {n: m for n, m in model.named_modules() if isinstance(m, PrismaticBase)}
     if not layers:
         raise HfAttnError("This model has no Prismatic layers: wrap it with hf_attn.wrap(model, PrismaticConfig()).")

@@ -1,6 +1,6 @@
 """Tensor-train (TT) math: TT-SVD of any tensor, TT-matrices, and applying TT-matrix cores to activations.
 
-Note 004 / DESIGN.md 2 ("tt"). A d-way tensor `A[i1, ..., id]` in TT format is a chain of cores
+A d-way tensor `A[i1, ..., id]` in TT format is a chain of cores
 `G_k` of shape `(r_{k-1}, n_k, r_k)` (r_0 = r_d = 1) with `A[i1..id] = G_1[:, i1, :] @ ... @ G_d[:, id, :]`.
 `to_tensor_train` computes the cores by sequential truncated SVDs (Oseledets 2011, TT-SVD).
 
@@ -222,6 +222,7 @@ def tt_matrix_to_dense(cores: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def tt_num_params(cores: Sequence[torch.Tensor]) -> int:
+    """Total number of parameters in a chain of TT cores."""
     return sum(c.numel() for c in cores)
 
 
@@ -253,6 +254,7 @@ def tt_linear(x: torch.Tensor, cores: Sequence[torch.Tensor], bias: torch.Tensor
 
 
 def check_contraction(value: str) -> None:
+    """Refuse a contraction mode other than those in `CONTRACTIONS`."""
     if value not in CONTRACTIONS:
         raise HfAttnError(f"contraction must be one of {', '.join(CONTRACTIONS)}; got {value!r}.")
 
@@ -319,6 +321,7 @@ class TTMatrixLinear(torch.nn.Module):
 
     @property
     def ranks(self) -> list[int]:
+        """The bond ranks `[1, r_1, ..., r_d]`."""
         return [1] + [c.shape[-1] for c in self.cores]
 
     def to_dense(self) -> torch.Tensor:
@@ -332,11 +335,13 @@ class TTMatrixLinear(torch.nn.Module):
         return x.is_cuda and x.numel() >= DENSE_MIN_ROWS * self.in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x W^T + b` with W in TT format: the core chain, or one GEMM on W rebuilt from the cores."""
         if self.rebuilds(x):
             return F.linear(x, self.to_dense(), self.bias)
         return tt_linear(x, list(self.cores), self.bias)
 
     def extra_repr(self) -> str:
+        """Shapes, factors, ranks and contraction mode, for `print(model)`."""
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, out_factors={self.out_factors}, "
             f"in_factors={self.in_factors}, ranks={self.ranks}, bias={self.bias is not None}, "

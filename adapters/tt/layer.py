@@ -42,10 +42,12 @@ class TTLinear(WrapperLayer):
 
     @property
     def dense_params(self) -> int:
+        """Parameters of the dense weight this layer replaces."""
         return self.in_features * self.out_features
 
     @property
     def tt_params(self) -> int:
+        """Parameters of the TT cores."""
         return tt_num_params(self.tt.cores)
 
     def reconstruction_error(self) -> float:
@@ -65,9 +67,11 @@ class TTLinear(WrapperLayer):
         return base
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The TT-matrix product plus the base layer's (frozen) bias."""
         y = self.tt(x)
         bias = self.base_layer.bias
         return y if bias is None else y + bias
 
     def extra_repr(self) -> str:
+        """TT and dense parameter counts and the TT-SVD initialisation error."""
         return f"tt_params={self.tt_params}, dense_params={self.dense_params}, init_error={self.init_error:.4f}"

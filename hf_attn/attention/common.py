@@ -54,6 +54,7 @@ class AttentionCall:
 
     @property
     def materialised(self) -> bool:
+        """True when the mask is an explicit additive bias tensor rather than implied causality."""
         return self.bias is not None
 
 

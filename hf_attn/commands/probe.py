@@ -1,4 +1,4 @@
-"""`hf-attn probe MODEL`: the weight-geometry probes of note 003 (sections 1-6), JSON + a page of plots."""
+"""`hf-attn probe MODEL`: the weight-geometry probes (docs/probes.md), JSON + a page of plots."""
 from __future__ import annotations
 
 import time

@@ -1,4 +1,4 @@
-"""Simplex and spectrum math shared by the geometric modulators and the weight-geometry probes (note 003)."""
+"""Simplex and spectrum math shared by the geometric modulators and the weight-geometry probes."""
 from .simplex import (
     CV_BAND,
     cayley_menger_features,

@@ -1,8 +1,8 @@
-"""Cayley-Menger simplex volumes and the pentachoron coefficient of variation (note 003, sections 1 and 12).
+"""Cayley-Menger simplex volumes and the pentachoron coefficient of variation.
 
 The Cayley-Menger determinant gives the squared volume of a k-simplex from its pairwise squared distances
 alone, so it is independent of the ambient dimension and differentiable (the field modulator trains through
-it). `pentachoron_cv` is the note's health number: the std/mean of the volumes of random 5-point simplices
+it). `pentachoron_cv` is the health number: the std/mean of the volumes of random 5-point simplices
 drawn from a point cloud; trained token embeddings of T5 and Qwen sit in `CV_BAND`.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from itertools import combinations
 
 import torch
 
-CV_BAND = (0.20, 0.23)  # pentachoron CV measured on T5 and Qwen embeddings (note 003, summary table)
+CV_BAND = (0.20, 0.23)  # pentachoron CV band reported for T5 and Qwen token embeddings
 
 
 def pairwise_sq_distances(verts: torch.Tensor) -> torch.Tensor:
@@ -36,7 +36,7 @@ def cayley_menger_volume_sq(verts: torch.Tensor) -> torch.Tensor:
 
 
 def cayley_menger_features(verts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(d2_pairs (..., (k+1)k/2), vol2 (...,))`: the note's geometric features of a simplex."""
+    """`(d2_pairs (..., (k+1)k/2), vol2 (...,))`: the geometric features of a simplex."""
     n = verts.shape[-2]
     if n < 2:
         raise ValueError(f"A simplex needs at least 2 vertices, got {n}.")
@@ -119,4 +119,5 @@ def pentachoron_cv(
 
 
 def in_cv_band(cv: float, band: tuple[float, float] = CV_BAND) -> bool:
+    """True when a pentachoron CV lies inside `band` (inclusive)."""
     return band[0] <= cv <= band[1]

@@ -1,4 +1,4 @@
-"""Spectral summaries of point clouds and weight matrices (note 003, sections 1 and 4).
+"""Spectral summaries of point clouds and weight matrices.
 
 - participation ratio of a covariance spectrum, (sum l)^2 / sum l^2: the number of directions that carry
   the variance (equals d for isotropic data, 1 for a line);

@@ -30,6 +30,8 @@ DEFAULT_IMPLS = ("sdpa", "eager", "holo", "performer")
 
 @dataclass
 class Row:
+    """One implementation's result in `hf-attn compare`: perplexity, throughput and peak memory."""
+
     implementation: str
     perplexity: float
     tokens_per_s: float
@@ -38,6 +40,7 @@ class Row:
 
 
 def default_implementations(device: torch.device) -> list[str]:
+    """The implementations compared by default; `flash_attention_2` joins on CUDA when it is installed."""
     impls = list(DEFAULT_IMPLS)
     if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
         impls.insert(1, "flash_attention_2")
@@ -84,6 +87,7 @@ def explain(rows: list[Row]) -> str:
 
 
 def format_table(rows: list[Row]) -> str:
+    """The rows as a fixed-width text table, as printed by `hf-attn compare`."""
     head = f"{'implementation':<20}{'perplexity':>14}{'tokens/s':>12}{'peak MiB':>11}"
     body = [f"{r.implementation:<20}{r.perplexity:>14,.2f}{r.tokens_per_s:>12,.0f}{r.peak_mib:>11,.0f}" for r in rows]
     return "\n".join([head, "-" * len(head), *body])
@@ -129,6 +133,7 @@ def summary_markdown(rows: list[Row], meta: dict) -> str:
 
 
 def plot(rows: list[Row], path: Path, title: str) -> None:
+    """Perplexity, tokens/s and peak memory per implementation as three bar charts in one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -152,6 +157,7 @@ def plot(rows: list[Row], path: Path, title: str) -> None:
 
 
 def write_results(rows: list[Row], out: Path, meta: dict) -> None:
+    """Write `results.json`, `results.csv` and `summary.md` to `out`, each atomically."""
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=2))
     with atomic_path(out / "results.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -163,6 +169,7 @@ def write_results(rows: list[Row], out: Path, meta: dict) -> None:
 
 
 def load_model(name_or_path: str, device: torch.device, dtype: torch.dtype):
+    """`(model, tokenizer, name)` from `smollm2` (the bundled copy) or a local save_pretrained folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name_or_path == "smollm2":

@@ -67,11 +67,13 @@ class HeadMask:
         return hook
 
     def set(self, heads: list[tuple[int, int]]) -> None:
+        """Silence exactly `heads`, `(layer, head)` pairs; an empty list restores every head."""
         self.pruned = {}
         for layer, head in heads:
             self.pruned.setdefault(layer, []).append(head)
 
     def remove(self) -> None:
+        """Remove the hooks; the model is as before."""
         for h in self.handles:
             h.remove()
 

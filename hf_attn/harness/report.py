@@ -1,6 +1,6 @@
 """`hf-attn report RUNS...`: one report.md with plots and the GO/NO-GO verdict per variant (M6).
 
-The rule (note 004, DESIGN.md 3), a pure function below (`verdict`), compared within one task, corpus,
+The rule, a pure function below (`verdict`), compared within one task, corpus,
 starting point (scratch or the same pretrained model) and number of training steps against the `sdpa`
 baseline without wrapper (a 100-step sweep point is not judged against a 400-step baseline):
 
@@ -51,15 +51,19 @@ class Point:
 
 @dataclass(frozen=True)
 class Verdict:
+    """GO / NO-GO (None: no baseline to judge against) and the reason in words."""
+
     go: bool | None  # None: nothing to compare with
     reason: str
 
     @property
     def label(self) -> str:
+        """`GO`, `NO-GO` or `n/a`."""
         return "n/a" if self.go is None else ("GO" if self.go else "NO-GO")
 
 
 def quality_ok(variant: float, base: float, higher_is_better: bool, tol: float = QUALITY_TOLERANCE) -> bool:
+    """True when `variant` is within `tol` (relative) of `base` in the metric's good direction."""
     return variant >= base * (1 - tol) if higher_is_better else variant <= base * (1 + tol)
 
 
@@ -104,6 +108,7 @@ def _finite(x) -> bool:
 
 
 def group_key(s: dict[str, Any]) -> tuple:
+    """Runs compare only within one task, corpus and starting point: this is that key."""
     return (s["task"], s["data"], s["pretrained"])
 
 

@@ -32,6 +32,8 @@ from ..utils import HfAttnError, write_text_atomic
 
 @dataclass
 class SweepPoint:
+    """One grid point of a sweep: its values, the resolved recipe, its run folder and, once run, its summary."""
+
     name: str
     values: dict[str, Any]
     recipe: dict[str, Any]
@@ -71,6 +73,7 @@ def load_sweep(path: str | Path) -> tuple[dict[str, Any], list[SweepPoint]]:
 
 
 def command(launcher: list[str], recipe_path: Path) -> list[str]:
+    """The command line that trains one point: `launcher -m hf_attn.train ...`, or this Python without a launcher."""
     train = ["-m", "hf_attn.train", "--config", str(recipe_path)]
     return (launcher + train) if launcher else [sys.executable, *train]
 
@@ -100,6 +103,7 @@ def run_sweep(path: str | Path, dry_run: bool = False) -> Path:
 
 
 def sweep_table(grid: dict[str, list], points: list[SweepPoint]) -> str:
+    """CSV text with one row per point: the grid values, status and the headline metrics."""
     keys = ["eval_loss", "quality", "quality_metric", "tokens_per_s", "peak_mem_mb", "params_trainable"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

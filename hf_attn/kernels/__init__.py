@@ -19,6 +19,7 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # input dtypes they acc
 
 @functools.lru_cache(maxsize=1)
 def triton_available() -> bool:
+    """True when Triton can be imported (the kernels then run on CUDA, or under its CPU interpreter)."""
     return importlib.util.find_spec("triton") is not None
 
 

@@ -1,4 +1,4 @@
-"""Weight-geometry probes of note 003 (sections 1-6) for any loaded model; `hf-attn probe MODEL`."""
+"""Weight-geometry probes (docs/probes.md) for any loaded model; `hf-attn probe MODEL`."""
 from .catalog import WeightEntry, catalog
 from .embedding import embedding_probe
 from .runner import ProbeOptions, run_probes

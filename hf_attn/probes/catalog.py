@@ -25,6 +25,8 @@ _LAYER = re.compile(r"\.(?:layers|block|layer|h)\.(\d+)\.")
 
 @dataclass
 class WeightEntry:
+    """One weight tensor of a model, classified by role, location (encoder/decoder/model) and layer."""
+
     name: str
     role: str  # q, k, v, o, gate, up, down, norm, position_bias, embedding, other
     location: str  # encoder, decoder or model

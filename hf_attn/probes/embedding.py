@@ -1,4 +1,4 @@
-"""Token-embedding geometry (note 003, section 1): spectrum, participation ratio, dims per variance
+"""Token-embedding geometry: spectrum, participation ratio, dims per variance
 fraction, pentachoron CV against Gaussian points of the same scale, and the pairwise cosine distribution."""
 from __future__ import annotations
 

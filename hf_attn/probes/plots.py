@@ -7,6 +7,7 @@ from hf_attn.utils import atomic_path
 
 
 def plot_probes(result: dict, path: str | Path) -> Path:
+    """One page of plots from a `run_probes` result, written to `path` (returned)."""
     import matplotlib
 
     matplotlib.use("Agg")

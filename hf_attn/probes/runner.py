@@ -1,4 +1,4 @@
-"""`run_probes`: every probe of note 003 sections 1-6 on a loaded model, JSON + a page of plots."""
+"""`run_probes`: every probe of docs/probes.md on a loaded model, JSON + a page of plots."""
 from __future__ import annotations
 
 import json
@@ -127,7 +127,7 @@ def run_probes(model: torch.nn.Module, out_dir: str | Path | None = None, option
 
 
 def summarise(result: dict) -> dict:
-    """The headline numbers of the note's summary table."""
+    """The headline numbers, one flat dict (what `hf-attn probe` prints)."""
     s: dict = {}
     emb = result.get("embedding")
     if emb:

@@ -1,4 +1,4 @@
-"""Frozen-weight geometry (note 003, sections 4-6): SVD effective rank, sparsity (Q sparsity), dead MLP
+"""Frozen-weight geometry: SVD effective rank, sparsity (Q sparsity), dead MLP
 neurons, cross-layer correlation, norm scales, T5 position-bias crystallisation and the QK manifold.
 
 Each function takes catalog entries (`hf_attn.probes.catalog`) and returns plain JSON-able dicts.
@@ -34,7 +34,7 @@ def svd_probe(entry: WeightEntry) -> dict:
 
 
 def sparsity_probe(entries: list[WeightEntry]) -> dict[str, dict[str, float]]:
-    """Fraction of |w| below each threshold, per group (`<0.1` on q is the note's Q sparsity)."""
+    """Fraction of |w| below each threshold, per group (`<0.1` on q is the "Q sparsity")."""
     out = {}
     edges = torch.tensor(SPARSITY_THRESHOLDS)
     for group, items in by_group(entries, MATRIX_ROLES).items():
@@ -97,7 +97,7 @@ def norm_probe(entries: list[WeightEntry]) -> list[dict]:
 
 def position_bias_probe(entries: list[WeightEntry]) -> list[dict]:
     """T5 relative position bias `(buckets, heads)`: heads peaking at the first 3 buckets are local, at the
-    last 3 global, elsewhere mixed (note 003: decoder heads crystallise, 0 mixed)."""
+    last 3 global, elsewhere mixed ("crystallised" decoder heads: 0 mixed)."""
     out = []
     for e in entries:
         if e.role != "position_bias":
@@ -115,7 +115,7 @@ def qk_manifold_probe(q: WeightEntry, k: WeightEntry, n_kv_heads: int | None) ->
     """The bilinear similarity x^T M y with M = sum_h W_q[h]^T W_k[kv(h)] (d_model x d_model, RoPE ignored):
     stable rank, asymmetry ||M - M^T|| / ||M||, the fraction of positive / negative eigenvalues of its
     symmetric part over d_model, and `positive_balance` = positive / nonzero eigenvalues (grouped-query k
-    heads cap the rank of M, so zero eigenvalues are common; note 003: T5-XXL cross-attention 0.500)."""
+    heads cap the rank of M, so zero eigenvalues are common; T5-XXL cross-attention is reported at 0.500)."""
     wq, wk = _f32(q.param), _f32(k.param)
     if wk.shape[0] != wq.shape[0]:  # grouped-query attention: repeat each kv head for its query heads
         if not n_kv_heads or wk.shape[0] % n_kv_heads:

@@ -6,6 +6,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m hf_attn.train`: recipe, overrides, run folder, resume."""
     p = argparse.ArgumentParser(prog="python -m hf_attn.train", description="Train a recipe (see docs/training.md).")
     p.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/charlm_holo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train one recipe; returns the exit code (hf-attn errors are printed as one line)."""
     args = build_parser().parse_args(argv)
     from .. import adapters, registry  # noqa: F401  (registers the variants and wrappers)
     from ..utils import HfAttnError, MissingDependencyError

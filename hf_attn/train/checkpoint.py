@@ -28,6 +28,7 @@ UNSAFE_PICKLES = "custom_checkpoint_*.pkl"
 
 
 def checkpoint_root(run_dir: Path) -> Path:
+    """The folder that holds a run's resumable checkpoints."""
     return Path(run_dir) / "checkpoints"
 
 

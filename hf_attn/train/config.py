@@ -283,19 +283,23 @@ class TrainConfig:
 
     @property
     def run_dir(self) -> Path:
+        """The run folder: `out_dir`, else `runs/<name>`."""
         return Path(self.out_dir or Path("runs") / self.name)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (tuples as lists), as written to the run's config.yaml."""
         d = dataclasses.asdict(self)
         d["optim"]["betas"] = list(d["optim"]["betas"])
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Build and validate a config from nested dicts; unknown keys are refused with their path."""
         return _build(cls, data, "")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> "TrainConfig":
+        """Load a recipe (following its `base:` chain), apply `KEY=VALUE` overrides, validate."""
         data = load_yaml(path)
         for item in overrides:
             apply_override(data, item)
@@ -339,6 +343,7 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 
 def set_nested(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `data[a][b][c] = value` for `dotted = 'a.b.c'`, creating missing sections."""
     parts = dotted.split(".")
     node = data
     for p in parts[:-1]:

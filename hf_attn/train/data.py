@@ -21,6 +21,8 @@ DATASETS_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", "
 
 @dataclass
 class Batch:
+    """One batch: token ids and labels of the same shape."""
+
     input_ids: torch.Tensor  # (B, T) long
     labels: torch.Tensor  # (B, T) long, IGNORE where no loss
 
@@ -38,15 +40,19 @@ class TaskData:
         self.batch_size = cfg.data.batch_size
 
     def generator(self, *index: int) -> torch.Generator:
+        """A generator seeded from the config seed and `index`, so every batch is reproducible on any rank and after a
+        resume."""
         h = self.cfg.seed
         for i in index:
             h = (h * 1_000_003 + i + 1) % (2**62)
         return torch.Generator().manual_seed(h)
 
     def train_batch(self, step: int, micro: int, rank: int) -> Batch:
+        """The training batch of one step, micro-step and rank (the same on every restart)."""
         return self._sample(self.generator(0, step, micro, rank))
 
     def eval_batch(self, i: int) -> Batch:
+        """Held-out batch number `i`."""
         raise NotImplementedError
 
     def _sample(self, g: torch.Generator) -> Batch:
@@ -74,6 +80,7 @@ class CopyTask(TaskData):
         return Batch(ids, labels)
 
     def eval_batch(self, i: int) -> Batch:
+        """Held-out batch number `i`, from a seed stream disjoint from training."""
         return self._sample(self.generator(1, i))
 
 
@@ -104,6 +111,7 @@ class WindowTask(TaskData):
         return self._windows(self.train_ids, starts)
 
     def eval_batch(self, i: int) -> Batch:
+        """Held-out batch number `i`: fixed windows of the test split."""
         return self._windows(self.test_ids, self.eval_starts[i * self.batch_size : (i + 1) * self.batch_size])
 
 

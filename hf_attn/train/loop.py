@@ -55,6 +55,7 @@ def peak_memory_mb(device: torch.device) -> tuple[float, str]:
 
 
 def batch_to(batch: Batch, device) -> dict[str, torch.Tensor]:
+    """The batch as model keyword arguments on `device`."""
     return {"input_ids": batch.input_ids.to(device), "labels": batch.labels.to(device)}
 
 
@@ -73,6 +74,7 @@ def evaluate(model, data: TaskData, accelerator: Accelerator, task: str) -> dict
 
 
 def param_checksum(model) -> float:
+    """Sum of every parameter in float64: equal across ranks when DDP keeps them in sync."""
     return float(sum(p.detach().double().sum().item() for p in model.parameters()))
 
 

@@ -32,6 +32,7 @@ def resolve_model_path(path: str) -> Path:
 
 
 def load_tokenizer(cfg: TrainConfig):
+    """The tokenizer of the recipe's pretrained model."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model_path(cfg.model.model_path))
@@ -61,6 +62,7 @@ def check_names(mc: ModelConfig) -> None:
 
 
 def scratch_model(mc: ModelConfig, vocab_size: int, seq_len: int):
+    """A freshly initialised small Llama sized by the recipe, for training from scratch."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     config = LlamaConfig(
@@ -107,6 +109,7 @@ def build_model(cfg: TrainConfig, vocab_size: int):
 
 
 def parameter_counts(model) -> dict[str, int]:
+    """Total and trainable parameter counts."""
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"params_total": total, "params_trainable": trainable}

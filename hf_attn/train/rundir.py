@@ -58,18 +58,22 @@ class JsonRows:
         self.rows = [r for r in self.load(self.path) if int(r["step"]) <= step]
 
     def append(self, row: dict[str, Any]) -> None:
+        """Add one row and rewrite the file, so a crash loses nothing already logged."""
         self.rows.append(row)
         self.flush()
 
     def flush(self) -> None:
+        """Write every row to the file atomically."""
         with write_error(f"writing {self.path.name}", self.path):
             write_text_atomic(self.path, self.dumps())
 
     def dumps(self) -> str:
+        """The rows as JSON Lines text."""
         return "".join(json.dumps(r) + "\n" for r in self.rows)
 
     @staticmethod
     def load(path: Path) -> list[dict[str, Any]]:
+        """Rows of a JSON Lines file (empty when the file is absent)."""
         if not Path(path).is_file():
             return []
         return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
@@ -79,6 +83,7 @@ class MetricsCsv(JsonRows):
     """metrics.csv: fixed columns, blank where a metric was not measured at that step."""
 
     def dumps(self) -> str:
+        """The rows as CSV text with the fixed metric columns."""
         buf = io.StringIO()
         w = csv.DictWriter(buf, METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
@@ -88,6 +93,7 @@ class MetricsCsv(JsonRows):
 
     @staticmethod
     def load(path: Path) -> list[dict[str, Any]]:
+        """Rows of a metrics.csv with numbers parsed (empty when the file is absent)."""
         if not Path(path).is_file():
             return []
         with open(path, newline="") as f:
@@ -127,6 +133,7 @@ class Run:
         return self.path.name
 
     def last(self, column: str) -> float | None:
+        """Last logged value of `column`, or None if it was never logged."""
         vals = [r[column] for r in self.metrics if r.get(column) is not None]
         return vals[-1] if vals else None
 
@@ -138,12 +145,14 @@ class Run:
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:
+    """Write the resolved config as the run's config.yaml, atomically."""
     path = Path(run_dir) / "config.yaml"
     with write_error("writing config.yaml", path):
         write_text_atomic(path, yaml.safe_dump(config, sort_keys=False))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as indented JSON, atomically; a failure names the file."""
     with write_error(f"writing {Path(path).name}", path):
         write_text_atomic(path, json.dumps(data, indent=2, default=str))
 
@@ -208,6 +217,7 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
 
 
 def read_run(path: str | Path) -> Run:
+    """Read a run folder written by `hf_attn.train` (config, metrics, diagnostics, final results)."""
     path = Path(path)
     if not (path / "config.yaml").is_file() or not (path / "metrics.csv").is_file():
         raise HfAttnError(f"{path} is not a run folder (needs config.yaml and metrics.csv written by hf_attn.train).")

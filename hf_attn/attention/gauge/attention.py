@@ -1,4 +1,4 @@
-"""Gauge attention: `softmax_j(-KL(q_i || Omega_ij q_j) / kappa)` between Gaussian beliefs (research note 002).
+"""Gauge attention: `softmax_j(-KL(q_i || Omega_ij q_j) / kappa)` between Gaussian beliefs (docs/gauge.md).
 
 Parameter-free form (`attn_implementation="gauge"`): `mu` = the head's query (query side) or key (key
 side) after RoPE, one variance per irrep block from `config.gauge_variance`, identity frames, temperature
@@ -38,6 +38,8 @@ class ParameterFree:
         self.settings = settings
 
     def beliefs(self, query: torch.Tensor, key: torch.Tensor) -> tuple[Beliefs, Beliefs]:
+        """Query and key beliefs with the means as given and the configured fixed variance (fp32, or fp64 inputs
+        kept)."""
         dtype = torch.float64 if query.dtype == torch.float64 else torch.float32
         var = torch.tensor(self.settings.variance, dtype=dtype, device=query.device).view(1, 1, 1, -1)
         return Beliefs(query.to(dtype), var), Beliefs(key.to(dtype), var)

@@ -34,6 +34,7 @@ class Beliefs:
     per_block: bool = True  # var has one value per irrep block (else one per dimension)
 
     def var_per_dim(self, layout: IrrepLayout) -> torch.Tensor:
+        """The variance spread to one value per head dimension (a per-block variance repeated over its block)."""
         if not self.per_block:
             return self.var
         idx = torch.tensor(layout.block_of_dim(), device=self.var.device)
@@ -41,6 +42,7 @@ class Beliefs:
 
     @property
     def token_independent(self) -> bool:
+        """True when one variance serves every batch row and token (shape `(1, ., 1, .)`)."""
         return self.var.shape[0] == 1 and self.var.shape[-2] == 1
 
 

@@ -1,7 +1,7 @@
-"""Gauge attention health, recorded during the forward that runs anyway (research note 002).
+"""Gauge attention health, recorded during the forward that runs anyway (docs/gauge.md).
 
 Per layer (attention module) and head, from `rows` evenly spaced query rows of each call:
-- `row_std`: std of a row's attention weights over the keys it may see, averaged over rows. The note's
+- `row_std`: std of a row's attention weights over the keys it may see, averaged over rows. Its
   labels: sharp > 0.10, uniform < 0.05, medium between. A one-hot row over n keys has std ~ 1/sqrt(n), so
   the labels assume rows of ~100+ keys; short rows read sharper.
 - `mu_dist`: mean pairwise Euclidean distance between key means (the beliefs' `mu`) of sampled tokens.
@@ -31,6 +31,7 @@ SHARP, UNIFORM = 0.10, 0.05
 
 
 def label(row_std: float) -> str:
+    """`sharp`, `medium` or `uniform` for one head's mean row std."""
     return "sharp" if row_std > SHARP else "uniform" if row_std < UNIFORM else "medium"
 
 
@@ -45,6 +46,8 @@ class GaugeDiagnostics:
 
     @torch.no_grad()
     def record(self, module, call, mask4, qb, kb, settings) -> None:
+        """Measure one attention call on sampled query rows and keep the layer's stats (warns once if most heads are
+        uniform)."""
         name = self.names.get(id(module), f"layer{getattr(module, 'layer_idx', '?')}")
         tq, tk = qb.mu.shape[2], kb.mu.shape[2]
         rows = torch.linspace(0, tq - 1, min(tq, self.rows), device=qb.mu.device).round().long().unique()
@@ -75,9 +78,10 @@ class GaugeDiagnostics:
         if stats["uniform_fraction"] > 0.5 and self.warn and name not in self._warned:
             self._warned.add(name)
             warnings.warn(f"gauge: {stats['labels'].count('uniform')}/{heads} heads of {name} are uniform "
-                          f"(row_std < {UNIFORM}); lower kappa or use more l >= 2 blocks (note 002).", stacklevel=2)
+                          f"(row_std < {UNIFORM}); lower kappa or use more l >= 2 blocks.", stacklevel=2)
 
     def summary(self) -> dict:
+        """Per layer: the last recorded stats plus `warning` (more than half the heads uniform)."""
         out = {name: dict(r) for name, r in self.records.items()}
         for r in out.values():
             r["warning"] = r["uniform_fraction"] > 0.5
@@ -94,6 +98,7 @@ class GaugeDiagnostics:
         return flat
 
     def mean_row_std(self) -> float:
+        """Mean row std over every recorded layer and head (NaN before any forward)."""
         vals = [x for r in self.records.values() for x in r["row_std"]]
         return sum(vals) / len(vals) if vals else float("nan")
 
@@ -131,6 +136,7 @@ def enable(model: torch.nn.Module, rows: int = 32, warn: bool = True) -> GaugeDi
 
 
 def disable(model: torch.nn.Module) -> None:
+    """Remove the diagnostics from every attention module of `model`; the forward stops measuring."""
     for module in attention_modules(model).values():
         if "gauge_diagnostics" in module.__dict__:
             del module.gauge_diagnostics

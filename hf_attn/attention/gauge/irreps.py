@@ -1,9 +1,9 @@
 """How a head's dimensions split into SO(3) irrep blocks (`irrep_spec`), parsed and checked once.
 
-A spec lists `multiplicity x l` terms, written `"5x0+3x1+1x2"` (the research note's default: five scalars,
+A spec lists `multiplicity x l` terms, written `"5x0+3x1+1x2"` (the default: five scalars,
 three vectors, one rank-2 tensor = 19 dimensions) or as `[(5, 0), (3, 1), (1, 2)]`. The blocks fill the head
 from dimension 0 in spec order; the rest of `head_dim` is one more scalar (l = 0) block, the "rest block".
-`irrep_spec=None` means the note's default, shrunk for heads narrower than 19 dimensions by keeping blocks
+`irrep_spec=None` means that default, shrunk for heads narrower than 19 dimensions by keeping blocks
 in the order l2, l1, l0 (head_dim 16 -> 2x0+3x1+1x2, head_dim 8 -> 1x1+1x2), so every model runs.
 """
 from __future__ import annotations
@@ -21,12 +21,15 @@ IrrepSpecLike = Union[str, Sequence[Sequence[int]], None]
 
 @dataclass(frozen=True)
 class Block:
+    """One irrep block of a head: degree `l` and the dimensions `[start, start + dim)` it occupies."""
+
     l: int
     start: int
     dim: int
 
     @property
     def stop(self) -> int:
+        """One past the block's last dimension."""
         return self.start + self.dim
 
 
@@ -39,6 +42,8 @@ class IrrepLayout:
 
     @property
     def blocks(self) -> tuple[Block, ...]:
+        """The blocks in spec order from dimension 0, then the scalar rest block if the spec leaves dimensions over.
+        """
         out, start = [], 0
         for mult, l in self.spec:
             for _ in range(mult):
@@ -50,6 +55,7 @@ class IrrepLayout:
 
     @property
     def n_blocks(self) -> int:
+        """Number of blocks, the rest block included."""
         return len(self.blocks)
 
     def block_of_dim(self) -> list[int]:
@@ -57,6 +63,7 @@ class IrrepLayout:
         return [i for i, b in enumerate(self.blocks) for _ in range(b.dim)]
 
     def labels(self) -> list[str]:
+        """`l0`, `l1`, ... per block (`l0(rest)` for the rest block), for diagnostics and plots."""
         return [f"l{b.l}" + ("(rest)" if i == len(self.blocks) - 1 and self._has_rest else "")
                 for i, b in enumerate(self.blocks)]
 

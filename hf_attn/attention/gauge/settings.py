@@ -28,11 +28,13 @@ class GaugeSettings:
 
 
 def check_kappa(kappa: float | None) -> None:
+    """Refuse a kappa that is not a finite number > 0 (None means 1/scaling)."""
     if kappa is not None and not (isinstance(kappa, (int, float)) and math.isfinite(kappa) and kappa > 0):
         raise HfAttnError(f"gauge kappa must be a finite number > 0 (or None for 1/scaling), got {kappa!r}.")
 
 
 def check_variance(variance: VarianceLike) -> None:
+    """Refuse a variance that is not a positive number or a non-empty list of them."""
     values = [variance] if isinstance(variance, (int, float)) else list(variance)
     if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
         raise HfAttnError(
