@@ -18,7 +18,7 @@ def test_every_recipe_validates(recipe):
 
 
 def test_base_inheritance_and_overrides():
-    cfg = TrainConfig.from_yaml(REPO / "recipes/charlm_tt.yaml", ["data.seq_len=1024", "model.wrapper.rank=8"])
+    cfg = TrainConfig.from_yaml(REPO / "recipes/train/charlm_tt.yaml", ["data.seq_len=1024", "model.wrapper.rank=8"])
     assert cfg.model.wrapper == {"type": "tt", "rank": 8, "freeze_base": False}
     assert cfg.data.seq_len == 1024 and cfg.task == "char" and cfg.model.hidden_size == 256
 
@@ -43,7 +43,7 @@ def test_missing_file_and_bad_override(tmp_path):
     with pytest.raises(HfAttnError, match="does not exist"):
         TrainConfig.from_yaml(tmp_path / "nope.yaml")
     with pytest.raises(HfAttnError, match="section.key=value"):
-        TrainConfig.from_yaml(REPO / "recipes/copy_sdpa.yaml", ["data.seq_len"])
+        TrainConfig.from_yaml(REPO / "recipes/train/copy_sdpa.yaml", ["data.seq_len"])
     loop = tmp_path / "a.yaml"
     loop.write_text("base: a.yaml\n")
     with pytest.raises(HfAttnError, match="inherits from itself"):
@@ -125,7 +125,7 @@ def test_bad_field_names_field_value_and_fix(dotted, value):
 ])
 def test_bad_override_names_the_field(override, dotted):
     with pytest.raises(HfAttnError, match="is invalid: expected") as err:
-        TrainConfig.from_yaml(REPO / "recipes/copy_sdpa.yaml", [override])
+        TrainConfig.from_yaml(REPO / "recipes/train/copy_sdpa.yaml", [override])
     assert dotted in str(err.value)
 
 

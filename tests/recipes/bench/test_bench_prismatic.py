@@ -1,9 +1,9 @@
-"""recipes/bench_prismatic.py runs end to end on CPU (--smoke) and writes its JSON."""
+"""recipes/bench/bench_prismatic.py runs end to end on CPU (--smoke) and writes its JSON."""
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "recipes"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "recipes" / "bench"))
 
 import bench_prismatic  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Perplexity and attention sharpness of parameter-free gauge attention on SmolLM2 across kappa, next to sdpa.
 
-    python recipes/gauge_kappa_sweep.py --windows 2 --window-len 256 --out runs/gauge_kappa
+    python recipes/evidence/gauge_kappa_sweep.py --windows 2 --window-len 256 --out runs/gauge_kappa
 
 Loads SmolLM2-135M once (from --model-path, else the cached hf_attn.assets copy), evaluates the Wikipedia
 test split (hf_attn.assets.wiki_text, or --text-file) in non-overlapping windows with `sdpa`, then with
@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
         "model": str(path), "tokens": f"{args.windows} x {args.window_len}", "head_dim": head_dim,
         "default_kappa": math.sqrt(head_dim), "sdpa_perplexity": sdpa_ppl, "sweep": rows,
         "seconds": round(time.time() - start, 1),
-        "command": "python recipes/gauge_kappa_sweep.py " + " ".join(
+        "command": "python recipes/evidence/gauge_kappa_sweep.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if v is not None and k not in ("device", "model_path")),
     }

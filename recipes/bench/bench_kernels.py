@@ -3,11 +3,11 @@
 bf16, batch 1, 16 heads, head_dim 64, causal; forward and forward+backward time (median of CUDA-event
 timings) and peak memory above the inputs, all in one process so the ratios are fair.
 
-    python recipes/bench_kernels.py --out results/kernels            # H100: ~3 min
-    python recipes/bench_kernels.py --graphs --out results/kernels   # + CUDA-graph replay timings
-    python recipes/bench_kernels.py --smoke --out /tmp/kernels       # CPU, tiny sizes, PyTorch paths only
-    python recipes/bench_kernels.py --methods performer fla_chunk_linear_attn sdpa_cudnn --out DIR  # some rows
-    python recipes/bench_kernels.py --replot docs/bench/kernels_h100.json --out /tmp/k   # table + plot again
+    python recipes/bench/bench_kernels.py --out results/kernels            # H100: ~3 min
+    python recipes/bench/bench_kernels.py --graphs --out results/kernels   # + CUDA-graph replay timings
+    python recipes/bench/bench_kernels.py --smoke --out /tmp/kernels       # CPU, tiny sizes, PyTorch paths only
+    python recipes/bench/bench_kernels.py --methods performer fla_chunk_linear_attn sdpa_cudnn --out DIR  # some rows
+    python recipes/bench/bench_kernels.py --replot docs/bench/kernels_h100.json --out /tmp/k   # table + plot again
 Writes `kernels.json`, `kernels.md` (table) and `kernels.png` under --out. Event timings include the host's
 launch cost (what a plain eager call costs); `--graphs` adds replays of captured CUDA graphs, the device's own
 time, which is what separates a kernel's speed from launch overhead at short T.

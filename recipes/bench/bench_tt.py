@@ -1,9 +1,9 @@
 """Step time and peak memory of a TT-wrapped causal LM vs the dense one (forward + backward, sdpa).
 
 GPU (the lead's run; SmolLM2 folder from save_pretrained):
-    python recipes/bench_tt.py --model-path DIR --out results/bench_tt
+    python recipes/bench/bench_tt.py --model-path DIR --out results/bench_tt
 CPU smoke test on a tiny random Llama:
-    python recipes/bench_tt.py --smoke --out /tmp/bench_tt
+    python recipes/bench/bench_tt.py --smoke --out /tmp/bench_tt
 
 Every configuration gets a fresh copy of the model. The TT models are wrapped with `keep_base=False` (the dense
 projection weights are freed) and, like the dense baseline, train every parameter unless --freeze-base, so

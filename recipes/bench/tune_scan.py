@@ -1,8 +1,8 @@
 """Time the block-scan kernel (`hf_attn/kernels/scan.py`) over its launch settings on holo- and performer-shaped
 states, to choose `column_block` and `WARPS`.
 
-    python recipes/tune_scan.py --out results/scan        # H100: ~1 min
-    python recipes/tune_scan.py --smoke --out /tmp/scan   # CPU under TRITON_INTERPRET=1, tiny shapes
+    python recipes/bench/tune_scan.py --out results/scan        # H100: ~1 min
+    python recipes/bench/tune_scan.py --smoke --out /tmp/scan   # CPU under TRITON_INTERPRET=1, tiny shapes
 
 For each shape it prints and writes (`scan.json`) the median ms and the bandwidth of every (columns per program,
 blocks per step, warps), fastest first, and marks the setting `scan_blocks_` uses.
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import triton
 
-from bench_kernels import timed  # recipes/ is on sys.path when this runs as a script
+from bench_kernels import timed  # recipes/bench/ is on sys.path when this runs as a script
 from hf_attn.kernels import scan
 from hf_attn.utils import write_text_atomic
 

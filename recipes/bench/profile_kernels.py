@@ -1,7 +1,7 @@
 """Per-kernel device time of one causal forward+backward (torch.profiler), for tuning the Triton kernels.
 
-    python recipes/profile_kernels.py                          # holo and performer, bf16, B1 H16 D64, T=16k
-    python recipes/profile_kernels.py --variants holo --kv-heads 4 --head-dim 128 --dtype float32
+    python recipes/bench/profile_kernels.py                          # holo and performer, bf16, B1 H16 D64, T=16k
+    python recipes/bench/profile_kernels.py --variants holo --kv-heads 4 --head-dim 128 --dtype float32
 
 Prints, per variant, the mean device milliseconds of every kernel (Triton and PyTorch) over `--steps` steps
 after warm-up, largest first, and their sum. Unlike `bench_kernels.py` this leaves the host's launch cost out

@@ -1,4 +1,4 @@
-"""recipes/tune_scan.py on CPU (Triton interpreter, tiny shape): every setting runs and the chosen one is marked."""
+"""recipes/bench/tune_scan.py on CPU (Triton interpreter, tiny shape): every setting runs and the chosen one is marked."""
 import importlib.util
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("triton")
-SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "tune_scan.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "tune_scan.py"
 
 
 def test_smoke_run_times_each_setting_and_marks_the_chosen_one(tmp_path, monkeypatch):

@@ -3,7 +3,7 @@
 #   copy task + char-LM for sdpa, holo, performer, gauge, tt (names not registered are skipped with a message),
 #   SmolLM2 recovery fine-tune with holo (and its sdpa baseline), a seq_len x attention sweep, a seq_len x rank
 #   sweep (tt), entropy-ranked head pruning, and `hf-attn report`.
-# Usage (repo root):  OUT=/tmp/ev SMOLLM2=/path/to/smollm2-folder bash recipes/evidence_gpu.sh
+# Usage (repo root):  OUT=/tmp/ev SMOLLM2=/path/to/smollm2-folder bash recipes/evidence/evidence_gpu.sh
 #   SMOLLM2: a from_pretrained folder (default 'smollm2' = hf_attn.assets.smollm2_path(), needs gguf on first use)
 #   SMOKE=1: tiny sizes and 2 steps, to check the script on a CPU in a few minutes.
 #   STAGES="m13 m2 m4 m4tt m5": the milestones to run (default all; m4 = seq_len x attention, m4tt = seq_len x
@@ -64,7 +64,7 @@ done
 if stage m4; then
   attn_list=$(IFS=,; echo "${ATTN[*]}")
   cat > "$OUT/sweeps/seq_attention.yaml" <<YAML
-base: $PWD/recipes/charlm_sdpa.yaml
+base: $PWD/recipes/train/charlm_sdpa.yaml
 out_dir: $OUT/sweeps/seq_attention
 grid: {data.seq_len: $SEQS, model.attention: [$attn_list]}
 set: {$SWEEP_SET}
@@ -75,7 +75,7 @@ fi
 if stage m4tt && [[ $HAVE_TT == 1 ]]; then
   if ! stage m4; then  # the TT points' baseline: dense sdpa at the same seq_lens and steps (M4 runs it otherwise)
     cat > "$OUT/sweeps/seq_sdpa.yaml" <<YAML
-base: $PWD/recipes/charlm_sdpa.yaml
+base: $PWD/recipes/train/charlm_sdpa.yaml
 out_dir: $OUT/sweeps/seq_sdpa
 grid: {data.seq_len: $SEQS}
 set: {$SWEEP_SET}
@@ -83,7 +83,7 @@ YAML
     python -m hf_attn.cli sweep "$OUT/sweeps/seq_sdpa.yaml" > "$OUT/sweeps/seq_sdpa.log" 2>&1
   fi
   cat > "$OUT/sweeps/seq_rank_tt.yaml" <<YAML
-base: $PWD/recipes/charlm_tt.yaml
+base: $PWD/recipes/train/charlm_tt.yaml
 out_dir: $OUT/sweeps/seq_rank_tt
 grid: {data.seq_len: $SEQS, model.wrapper.rank: [8, 16, 32]}
 set: {$SWEEP_SET}

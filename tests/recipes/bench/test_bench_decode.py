@@ -1,9 +1,9 @@
-"""recipes/bench_decode.py: the CPU smoke run times every variant and checks cached decoding against full forwards."""
+"""recipes/bench/bench_decode.py: the CPU smoke run times every variant and checks cached decoding against full forwards."""
 import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "bench_decode.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_decode.py"
 
 
 def test_smoke_run_times_variants_and_cached_decoding_equals_full_forwards(tmp_path):

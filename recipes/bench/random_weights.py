@@ -4,7 +4,7 @@ Real SmolLM2 weights (270 MB in bf16) cannot travel to a GPU machine whose worki
 64 MiB; step time and memory do not depend on the weights' values, so timing scripts run on this copy.
 Quality numbers must never come from it.
 
-    python recipes/random_weights.py CONFIG_DIR OUT_DIR
+    python recipes/bench/random_weights.py CONFIG_DIR OUT_DIR
 """
 import argparse
 import shutil

@@ -4,8 +4,8 @@ Prefill: one forward over `--prefill` contexts (default 2k, 16k), logits for the
 Decode: after a prompt of `--decode` length (default 1k, 16k), `--steps` greedy single-token forwards;
 sdpa keeps its DynamicCache, holo/performer a `hf_attn.RecurrentCache` (constant-size state).
 
-    python recipes/bench_decode.py --model-path DIR --out results/decode      # H100: ~2 min
-    python recipes/bench_decode.py --smoke --out /tmp/decode                  # CPU, tiny random Llama
+    python recipes/bench/bench_decode.py --model-path DIR --out results/decode      # H100: ~2 min
+    python recipes/bench/bench_decode.py --smoke --out /tmp/decode                  # CPU, tiny random Llama
 Also checks what the cache is for: the logits of 10 cached decoding steps after a 290-token prompt against full
 forwards over the same tokens (relative difference and argmax agreement; fp32 agrees to ~1e-6, bf16 rounds
 differently along the two paths).

@@ -3,8 +3,8 @@
 bf16, batch 1, 16 heads, head_dim 64, causal; forward and forward+backward time (ms) and peak memory (MiB)
 over T, with ratios to the best `sdpa` backend measured in the same run.
 
-    python recipes/bench_attention.py --out results/bench            # on a CUDA machine
-    python recipes/bench_attention.py --smoke                        # CPU, tiny sizes, checks the script runs
+    python recipes/bench/bench_attention.py --out results/bench            # on a CUDA machine
+    python recipes/bench/bench_attention.py --smoke                        # CPU, tiny sizes, checks the script runs
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""recipes/bench_tt.py --smoke: the GPU benchmark script runs end to end on CPU and writes its JSON."""
+"""recipes/bench/bench_tt.py --smoke: the GPU benchmark script runs end to end on CPU and writes its JSON."""
 import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "bench_tt.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_tt.py"
 
 
 def test_smoke_run_writes_rows_for_dense_and_each_rank(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Step-time overhead of Prismatic vs the unwrapped model: forward + backward + AdamW step, full fine-tune.
 
-    python recipes/bench_prismatic.py --model-path DIR --out runs/bench_prismatic          # GPU, bf16, T=2048, K=3
-    python recipes/bench_prismatic.py --smoke --out /tmp/bench_prismatic                   # CPU, tiny Llama
+    python recipes/bench/bench_prismatic.py --model-path DIR --out runs/bench_prismatic          # GPU, bf16, T=2048, K=3
+    python recipes/bench/bench_prismatic.py --smoke --out /tmp/bench_prismatic                   # CPU, tiny Llama
 
 Rows: `base` (unwrapped, sdpa), `v2-mlp` (K views of every MLP, base trained: perturbation values follow
 every optimiser step, the selection is re-ranked every `mask_refresh_steps` = 100 updates, the default),

@@ -1,11 +1,11 @@
-"""recipes/bench_kernels.py: the smoke run on CPU, and re-rendering a saved GPU run's table and plot."""
+"""recipes/bench/bench_kernels.py: the smoke run on CPU, and re-rendering a saved GPU run's table and plot."""
 import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "recipes" / "bench_kernels.py"
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_kernels.py"
 
 
 def load():

@@ -1,7 +1,7 @@
 """Gauge attention speed and memory vs SDPA on the same q/k/v (the issue's benchmark), standalone.
 
-    python recipes/bench_gauge.py --out runs/bench_gauge            # CUDA: T = 1k, 4k, 16k, bf16, 16 x 64
-    python recipes/bench_gauge.py --smoke --out /tmp/bench_gauge    # CPU, tiny sizes: checks the script runs
+    python recipes/bench/bench_gauge.py --out runs/bench_gauge            # CUDA: T = 1k, 4k, 16k, bf16, 16 x 64
+    python recipes/bench/bench_gauge.py --smoke --out /tmp/bench_gauge    # CPU, tiny sizes: checks the script runs
 
 For each T it times, forward and forward+backward (causal, no padding, batch 1):
 - `sdpa`: F.scaled_dot_product_attention(q, k, v, is_causal=True), per SDPA backend (auto, flash, cudnn,
