@@ -1,5 +1,7 @@
 """recipes/train/modulator_{residual,field}_smollm2.yaml through the trainer: alpha/CV health per diagnostics
 pass, its first/last summary and plot, and the field modulator's optimizer groups."""
+import json
+
 import pytest
 
 from recipe_runs import RECIPES, run_tiny
@@ -18,3 +20,6 @@ def test_recipe_logs_health_and_summarises_it(kind, tmp_path, tiny_pretrained):
     assert ("validity/k4" in summary["last"]) == (kind == "field")
     assert (tmp_path / "run" / summary["figure"]).stat().st_size > 0
     assert (tmp_path / "run" / "final" / "hf_attn_wrapper.json").is_file()
+    state = json.loads(next((tmp_path / "run" / "checkpoints").glob("step_*/trainer_state.json")).read_text())
+    lrs = [5e-4, 2.5e-3, 5e-3] if kind == "field" else [5e-3]  # field: experts x gradient_scale, alphas x 0.5, gates
+    assert state["scheduler"]["base_lrs"] == pytest.approx(lrs)
