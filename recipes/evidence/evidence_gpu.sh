@@ -42,7 +42,7 @@ PY
 train() {  # train RECIPE NAME [extra args]: one run, timed, logged; failures are reported and the script goes on
   local recipe=$1 name=$2; shift 2
   local t0=$SECONDS
-  python -m hf_attn.train --config "recipes/$recipe.yaml" --out_dir "$OUT/runs/$name" "${SET[@]}" "$@" \
+  python -m hf_attn.train --config "recipes/train/$recipe.yaml" --out_dir "$OUT/runs/$name" "${SET[@]}" "$@" \
     > "$OUT/runs/$name.log" 2>&1 && echo "ok    $name ($((SECONDS - t0)) s)" || echo "FAIL  $name: see $OUT/runs/$name.log"
 }
 
