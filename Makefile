@@ -40,4 +40,4 @@ test-min: $(MIN_BIN)/hf-attn
 	$(MIN_BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python recipes/bench_attention.py
+	$(BIN)/python recipes/bench/bench_attention.py

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 _HERE = os.path.dirname(__file__)
-# shared test helpers (harness, references, kernel_cases, train_cases) import by plain name under --import-mode=importlib
-sys.path[:0] = [_HERE, *(os.path.join(_HERE, d) for d in ("kernels", "train", "attention"))]
+# shared test helpers (harness, references, kernel_cases, train_cases, recipe_runs) import by plain name under --import-mode=importlib
+sys.path[:0] = [_HERE, *(os.path.join(_HERE, d) for d in ("kernels", "train", "attention", "recipes"))]
 if not torch.cuda.is_available():  # run the Triton kernels under the CPU interpreter (set before triton imports)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -119,3 +119,10 @@ class FieldModulatorConfig(_ModulatorConfig):
             raise HfAttnError(f"null_space_position={self.null_space_position!r}: use 'tail' or 'random'.")
         if self.gradient_scale <= 0 or self.deform_scale <= 0:
             raise HfAttnError("gradient_scale and deform_scale must be > 0.")
+
+    def param_groups(self, model, lr: float) -> list[dict]:
+        """The note's optimizer groups (experts at lr x gradient_scale, alphas at lr x 0.5, gates at lr); the
+        trainer builds its optimizer from them (`hf_attn.train.models.param_groups`)."""
+        from .health import find_modulator
+
+        return find_modulator(model).param_groups(lr)

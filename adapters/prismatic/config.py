@@ -62,6 +62,9 @@ class PrismaticConfig(WrapperConfig):
                              "router_init_weight; 'uniform': every expert 1/K (SMEAR's init)."})
     router_init_weight: float = field(default=0.9, metadata={"help": "Starting weight of expert 0 with router_init='clean'."})
     router_temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of the router logits."})
+    router_lr_scale: float = field(default=1.0, metadata={"help": "Learning rate of the routers relative to the "
+                                   "optimizer's (the trainer's param_groups): a full fine-tune at lr 2e-5 trains "
+                                   "the fresh routers at 50x, 1e-3."})
     collapse_threshold: float = field(default=0.95, metadata={"help": "Warn when one expert holds more than this share..."})
     collapse_steps: int = field(default=100, metadata={"help": "...for this many consecutive training forwards."})
     architectures: list[str] = field(default_factory=lambda: ["rope", "alibi"], metadata={"help": "v3: position "
@@ -82,7 +85,7 @@ class PrismaticConfig(WrapperConfig):
             raise HfAttnError(f"PrismaticConfig.sparsity must be in (0, 1], got {self.sparsity}.")
         if self.perturbation_scale < 0:
             raise HfAttnError(f"PrismaticConfig.perturbation_scale must be >= 0, got {self.perturbation_scale}.")
-        for name in ("focal_length", "helical_wavelength", "router_temperature"):
+        for name in ("focal_length", "helical_wavelength", "router_temperature", "router_lr_scale"):
             if getattr(self, name) <= 0:
                 raise HfAttnError(f"PrismaticConfig.{name} must be > 0, got {getattr(self, name)}.")
         if self.mask_refresh_steps < 1 or self.collapse_steps < 1:
@@ -101,6 +104,10 @@ class PrismaticConfig(WrapperConfig):
                               "stock (RoPE) model. Reorder it, e.g. ['rope', 'alibi'].")
         if not self.perturb_by_magnitude:
             self.perturbation_strategy = "random"
+
+    def param_groups(self, model, lr: float) -> list[dict]:
+        """The routers at lr x router_lr_scale (the trainer puts every other trainable weight at lr)."""
+        return [{"params": [p for n, p in model.named_parameters() if ".router." in n], "lr": lr * self.router_lr_scale}]
 
     def architecture(self, expert: int) -> str:
         """Position encoding of `expert` (v3 cycles `architectures`)."""

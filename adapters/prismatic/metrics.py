@@ -8,6 +8,10 @@ Each forward stores the `(B, K)` routing; the numbers are derived only when read
 - `variance`: variance of the K expert weights (population; 0 = even).
 Collapse: a device-side counter of consecutive training forwards whose concentration exceeded
 `collapse_threshold`; reading the metrics warns once it reaches `collapse_steps`.
+
+Mask drift (v2, perturbation_scale > 0): the share of the elements selected for perturbation at a reference
+point that are no longer selected now, mean and max over the wrapped weights. It tells whether reusing a
+selection between re-rankings (`mask_refresh_steps > 1`) changes anything at a given learning rate.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ import math
 import warnings
 
 import torch
+
+from .perturb import sign_mask
 
 
 class RoutingStats:
@@ -80,3 +86,18 @@ def collect(layers: dict[str, "object"]) -> dict[str, float]:
     if per_metric:
         out["routing/collapsed_modules"] = float(collapsed)
     return out
+
+
+@torch.no_grad()
+def selections(layers: dict[str, "object"]) -> dict[str, torch.Tensor]:
+    """The perturbation selection (int8 signs of expert 1's band) of every weight the layers perturb."""
+    return {f"{name}.{pname}": sign_mask(p, layer.config, pname, 1).to(torch.int8)
+            for name, layer in layers.items() if layer.config.perturbation_scale
+            for pname, p in layer.base_layer.named_parameters() if p.dim() > 1}
+
+
+def mask_drift(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Share of each tensor's selected elements (in `before`) that `after` changed or dropped: mean, max, count."""
+    shares = [((before[n] != after[n]) & (before[n] != 0)).sum().item() / max(1, (before[n] != 0).sum().item())
+              for n in before]
+    return {"mean": sum(shares) / len(shares), "max": max(shares), "tensors": float(len(shares))} if shares else {}

@@ -1,17 +1,20 @@
 """Inject Prismatic layers into a model (the `apply` of the wrapper spec) and the helpers around them."""
 from __future__ import annotations
 
-from typing import Callable
+import weakref
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from hf_attn.diagnostics.collectors import DiagnosticsContext, register_collector
+from hf_attn.diagnostics.plots import pyplot, save_figure
 from hf_attn.utils import HfAttnError
 
 from ..base import find_targets, replace_module
 from .config import PrismaticConfig
 from .layer import PrismaticBase, PrismaticLayer
-from .metrics import collect
+from .metrics import collect, mask_drift, selections
 from .rope_alibi import ATTENTION_CLASSES, PrismaticAttention
 from .router import RoutingContext
 
@@ -83,10 +86,49 @@ def force_expert(model: torch.nn.Module, expert: int | None) -> torch.nn.Module:
     return model
 
 
+# The selection each model had at its first diagnostics pass (before training, in the trainer): mask drift's reference.
+_FIRST_SELECTION: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def _training_collector(ctx: DiagnosticsContext) -> dict[str, float]:
-    """For the trainer's diagnostics pass: routing metrics of any Prismatic layers (collapse warning included)."""
+    """For the trainer's diagnostics pass: routing metrics of any Prismatic layers (collapse warning included)
+    and, for perturbed views, `mask_drift/{mean,max,tensors}` since the first pass."""
     layers = {n: m for n, m in ctx.model.named_modules() if isinstance(m, PrismaticBase)}
-    return collect(layers) if layers else {}
+    if not layers:
+        return {}
+    out = collect(layers)
+    now = selections(layers)
+    if now:
+        first = _FIRST_SELECTION.setdefault(ctx.model, now)
+        out.update({f"mask_drift/{k}": v for k, v in mask_drift(first, now).items()})
+    return out
 
 
-register_collector("prismatic", _training_collector)
+def _summary(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
+    """End of run: the collapse verdict, the routing at the first and last pass, mask drift, and a routing plot."""
+    first, last = rows[0], rows[-1]
+    experts = sorted(k for k in last if k.startswith("routing/expert_"))
+    plt = pyplot()
+    fig, (a, b) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    steps = [r["step"] for r in rows]
+    for i, key in enumerate(experts):
+        a.plot(steps, [r.get(key) for r in rows], label=f"expert {i}")
+    a.set(ylabel="mean routing weight", ylim=(0, 1))
+    a.legend()
+    for key, label in (("concentration", "concentration (max weight)"), ("balance", "balance (entropy / ln K)")):
+        b.plot(steps, [r.get(f"routing/{key}") for r in rows], label=label)
+    b.set(xlabel="step", ylim=(0, 1.05))
+    b.legend()
+    fig.suptitle("Prismatic routing per diagnostics pass (mean over wrapped modules)")
+    return {
+        "collapsed": last.get("routing/collapsed_modules", 0.0) > 0,
+        "max_concentration_seen": max(r.get("routing/concentration", 0.0) for r in rows),
+        "routing_first": {k: v for k, v in first.items() if k.startswith("routing/")},
+        "routing_last": {k: v for k, v in last.items() if k.startswith("routing/")},
+        "steps": [first["step"], last["step"]],
+        "mask_drift": {k.split("/", 1)[1]: v for k, v in last.items() if k.startswith("mask_drift/")},
+        "figure": save_figure(fig, out_dir / "prismatic_routing.png"),
+    }
+
+
+register_collector("prismatic", _training_collector, _summary)

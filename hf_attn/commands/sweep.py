@@ -1,4 +1,4 @@
-"""`hf-attn sweep recipes/sweep_X.yaml`: run every grid point of a sweep and collect sweep.csv."""
+"""`hf-attn sweep recipes/sweeps/X.yaml`: run every grid point of a sweep and collect sweep.csv."""
 from __future__ import annotations
 
 
@@ -13,6 +13,6 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("sweep", help="run a grid of training runs (seq_len x rank x ...) and collect their metrics")
-    p.add_argument("sweep", help="sweep YAML, e.g. recipes/sweep_seq_rank_tt.yaml")
+    p.add_argument("sweep", help="sweep YAML, e.g. recipes/sweeps/seq_rank_tt.yaml")
     p.add_argument("--dry-run", action="store_true", help="validate every grid point and print the commands only")
     p.set_defaults(func=run)

@@ -9,11 +9,17 @@ for it, which is the same math) and hands a `DiagnosticsContext` to:
    router's expert weights), stored under the module's name.
 The built-in `head_entropy` collector gives `(layers, heads)` entanglement and attention entropies, the
 numbers head pruning ranks by.
+
+A collector may also register `summarize(rows, out_dir) -> dict`: at the end of a run the trainer hands it the
+collector's values of every diagnostics pass (`[{"step": s, **values}, ...]`, oldest first) and stores what it
+returns under its name in `diagnostics_summary.json`; it may draw figures into `out_dir` (the run folder), so
+a wrapper's verdicts and plots (router collapse, CV health) come out of every run without a script of its own.
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -36,13 +42,29 @@ class DiagnosticsContext:
 
 
 Collector = Callable[[DiagnosticsContext], dict[str, Any]]
+Summarizer = Callable[[list[dict[str, Any]], Path], dict[str, Any]]
 collectors: dict[str, Collector] = {}
+summarizers: dict[str, Summarizer] = {}
 
 
-def register_collector(name: str, fn: Collector) -> Collector:
-    """Add `fn` to the collectors every diagnostics pass calls (re-registering a name replaces it)."""
+def register_collector(name: str, fn: Collector, summarize: Summarizer | None = None) -> Collector:
+    """Add `fn` to the collectors every diagnostics pass calls (re-registering a name replaces it), with its
+    optional end-of-run `summarize(rows, out_dir)`."""
     collectors[name] = fn
+    summarizers.pop(name, None)
+    if summarize is not None:
+        summarizers[name] = summarize
     return fn
+
+
+def summarize(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
+    """`{name: summary}` of every collector with a summarizer that reported in `rows` (diagnostics.jsonl)."""
+    out = {}
+    for name, fn in summarizers.items():
+        mine = [{"step": r["step"], **r[name]} for r in rows if isinstance(r.get(name), dict)]
+        if mine:
+            out[name] = fn(mine, Path(out_dir))
+    return out
 
 
 def head_entropy(ctx: DiagnosticsContext) -> dict[str, Any]:

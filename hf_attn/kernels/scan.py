@@ -3,7 +3,7 @@
 Pass 1 of a chunked kernel writes one state per block of tokens; every block of pass 2 needs the sum of all
 earlier blocks' states (the backward: of all later ones). One launch does it in place, instead of torch's
 strided `cumsum` plus the elementwise ops around it (0.9 ms of performer's 5.6 ms fwd+bwd at 16k tokens on
-the H100, measured with `recipes/profile_kernels.py`).
+the H100, measured with `recipes/bench/profile_kernels.py`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 
 TILE = 4096  # elements per program and step: BW state columns x CB blocks
-WARPS = 2  # fastest on the H100 at every shape `recipes/tune_scan.py` tries (4 and 8 were up to 2x slower for bf16)
+WARPS = 2  # fastest on the H100 at every shape `recipes/bench/tune_scan.py` tries (4 and 8 were up to 2x slower for bf16)
 
 
 @triton.jit
@@ -47,7 +47,7 @@ def _scan_blocks(x_ptr, init_ptr, total_ptr, NB, W, BW: tl.constexpr, CB: tl.con
 def column_block(width: int) -> int:
     """State columns per program: half the state width, within [32, 512]. Narrow holo states (64 floats) scan
     fastest split over two programs of 32 columns with 128 blocks per step, performer's wide ones (m x D) in
-    512-column programs with 8 blocks per step (`recipes/tune_scan.py`; docs/kernels.md has the figures)."""
+    512-column programs with 8 blocks per step (`recipes/bench/tune_scan.py`; docs/kernels.md has the figures)."""
     return max(32, min(triton.next_power_of_2(width) // 2, 512))
 
 

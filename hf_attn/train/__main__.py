@@ -1,4 +1,4 @@
-"""`python -m hf_attn.train --config recipes/X.yaml` or `accelerate launch [...] -m hf_attn.train --config ...`."""
+"""`python -m hf_attn.train --config recipes/train/X.yaml` or `accelerate launch [...] -m hf_attn.train --config ...`."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m hf_attn.train`: recipe, overrides, run folder, resume."""
     p = argparse.ArgumentParser(prog="python -m hf_attn.train", description="Train a recipe (see docs/training.md).")
-    p.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/charlm_holo.yaml")
+    p.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/train/charlm_holo.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. --set data.seq_len=512 --set model.wrapper.rank=16 (repeatable)")
     p.add_argument("--out_dir", help="run folder (default: the recipe's out_dir, else runs/<name>)")

@@ -310,7 +310,7 @@ def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A recipe as a dict; `base: other.yaml` (relative to this file) is loaded first and deep-merged under it."""
     path = Path(path)
     if not path.is_file():
-        raise HfAttnError(f"Config file {path} does not exist; pass a recipe such as recipes/copy_sdpa.yaml.")
+        raise HfAttnError(f"Config file {path} does not exist; pass a recipe such as recipes/train/copy_sdpa.yaml.")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -20,13 +20,13 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from ..diagnostics import collect
+from ..diagnostics import collect, summarize
 from ..evaluate import metrics, token_loss
 from ..utils import HfAttnError
 from .checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint, save_final
 from .config import TrainConfig
 from .data import Batch, TaskData, build_data
-from .models import build_model, load_tokenizer, parameter_counts
+from .models import build_model, load_tokenizer, param_groups, parameter_counts
 from .rundir import JsonRows, MetricsCsv, run_lock, write_config, write_error, write_json
 
 
@@ -98,8 +98,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
     data = build_data(cfg, tokenizer)
     model = build_model(cfg, data.vocab_size)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler's state is saved as JSON, not pickled
     inner = accelerator.unwrap_model(model)
@@ -131,6 +131,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
         if accelerator.is_main_process:
             diags.append({"step": step, **out})
 
+    if start == 0:
+        diagnostics(0)  # the state before training: what the collectors' summaries compare against
     window_loss, window_steps, window_time, grad_norm = 0.0, 0, 0.0, None
     stop = cfg.train.stop_at or cfg.train.steps
     bar = tqdm(range(start, stop), initial=start, total=cfg.train.steps, desc=cfg.name,
@@ -195,6 +197,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
     results = {k: v for k, v in final.items() if k.startswith("eval_")}
     save_final(accelerator, model, run_dir, {"step": cfg.train.steps, "data": data.description, **results}, tokenizer)
     if accelerator.is_main_process:
+        write_json(run_dir / "diagnostics_summary.json", summarize(diags.rows, run_dir))
         write_json(run_dir / "final.json", final)
     accelerator.wait_for_everyone()
     accelerator.end_training()

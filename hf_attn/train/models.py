@@ -2,7 +2,9 @@
 
 Attention is switched with `hf_attn.set_attention` (any registered variant or transformers built-in); a
 wrapper is built generically from `model.wrapper` (`{type: tt, rank: 16}` ->
-`WrapperConfig.from_dict({"wrapper_type": "tt", "rank": 16})`), so new ones need no code here.
+`WrapperConfig.from_dict({"wrapper_type": "tt", "rank": 16})`), so new ones need no code here. A wrapper
+whose parts want their own learning rates says so in its config's `param_groups(model, lr)` (the optimizer
+builder `param_groups` below calls it), not in the loop.
 """
 from __future__ import annotations
 
@@ -106,6 +108,21 @@ def build_model(cfg: TrainConfig, vocab_size: int):
             "freeze_base, add a wrapper, or set freeze_base: false."
         )
     return model
+
+
+def param_groups(model: torch.nn.Module, lr: float) -> list[dict]:
+    """Optimizer groups: the wrapper's own (its config's optional `param_groups(model, lr)`, e.g. the field
+    modulator's per-part learning rates), then every other trainable parameter at `lr`."""
+    state = getattr(model, "hf_attn_wrapper", None)
+    hook = getattr(state.config, "param_groups", None) if state is not None else None
+    groups = [dict(g, params=[p for p in g["params"] if p.requires_grad]) for g in (hook(model, lr) if hook else [])]
+    groups = [g for g in groups if g["params"]]
+    claimed = {id(p) for g in groups for p in g["params"]}
+    if len(claimed) != sum(len(g["params"]) for g in groups):
+        raise HfAttnError(f"{type(state.config).__name__}.param_groups lists a parameter twice: put each parameter "
+                          "in one group.")
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in claimed]
+    return groups + ([{"params": rest, "lr": lr}] if rest else [])
 
 
 def parameter_counts(model) -> dict[str, int]:

@@ -4,7 +4,10 @@
     <run>/config.yaml        resolved config (every default filled in)
     <run>/run.json           data description, parameter counts, device, processes, memory kind
     <run>/metrics.csv        one row per log step (METRIC_COLUMNS), rewritten atomically
-    <run>/diagnostics.jsonl  one line per diagnostics pass: step + every collector's output
+    <run>/diagnostics.jsonl  one line per diagnostics pass (before the first step, then every diag_every):
+                             step + every collector's output
+    <run>/diagnostics_summary.json  each collector's end-of-run summary (e.g. prismatic: router collapse,
+                             mask drift), beside the figures it drew (prismatic_routing.png, ...)
     <run>/checkpoints/       step_N/ resume states + `latest` (see checkpoint.py); never uploaded
     <run>/final/             the trained model, `hf_attn.save_pretrained` format (config.json with the variant and
                              wrapper, model.safetensors, hf_attn_wrapper.* when wrapped, the tokenizer of a

@@ -308,3 +308,29 @@ def test_new_parameters_and_buffers_are_created_on_the_base_modules_device(versi
     assert routers
     off = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type != "meta"]
     assert not off, off
+
+
+def test_mask_drift_counts_selected_elements_that_left_the_selection():
+    """The measurement behind mask_refresh_steps > 1 (the trainer's `prismatic` collector reports it)."""
+    from hf_attn.adapters.prismatic.metrics import mask_drift, selections
+
+    model = hf_attn.wrap(tiny_model("llama", "sdpa"), PrismaticConfig(version="v2", sparsity=0.1))
+    layers = prismatic_layers(model)
+    before = selections(layers)
+    assert before and all(abs(int((m != 0).sum()) - round(0.1 * m.numel())) <= 1 for m in before.values())
+    assert mask_drift(before, selections(layers))["max"] == 0.0
+    name = next(n for n, p in model.named_parameters() if n.endswith("mlp.base_layer.up_proj.weight"))
+    with torch.no_grad():
+        model.get_parameter(name).mul_(-1).add_(torch.randn_like(model.get_parameter(name)))  # a new ranking
+    drift = mask_drift(before, selections(layers))
+    assert 0 < drift["max"] <= 1 and drift["mean"] < drift["max"] and drift["tensors"] == len(before)
+
+
+def test_param_groups_put_routers_at_their_own_lr():
+    config = PrismaticConfig(version="v2", freeze_base=False, router_lr_scale=50.0)
+    model = hf_attn.wrap(tiny_model("llama", "sdpa"), config)
+    (group,) = config.param_groups(model, 2e-5)
+    routers = {id(p) for n, p in model.named_parameters() if ".router." in n}
+    assert group["lr"] == pytest.approx(1e-3) and {id(p) for p in group["params"]} == routers and routers
+    with pytest.raises(hf_attn.HfAttnError, match="router_lr_scale"):
+        PrismaticConfig(router_lr_scale=0.0)

@@ -45,3 +45,19 @@ def test_variant_and_wrapper_collectors_report_only_where_they_apply():
         warnings.simplefilter("ignore")  # the CV-band warning is expected on a random tiny model
         health = collect(modulated, ids(1, 8))["modulator_health"]
     assert "alpha_mean" in health
+
+
+def test_summarize_hands_each_summarizer_its_own_rows(tmp_path):
+    from hf_attn.diagnostics import summarize
+
+    seen = []
+    register_collector("test_sum", lambda ctx: {}, summarize=lambda rows, out: seen.append((rows, out)) or {"n": len(rows)})
+    try:
+        rows = [{"step": 0, "test_sum": {"a": 1}}, {"step": 5, "other": {}}, {"step": 10, "test_sum": {"a": 2}}]
+        out = summarize(rows, tmp_path)
+        assert out["test_sum"] == {"n": 2} and "head_entropy" not in out
+        assert seen == [([{"step": 0, "a": 1}, {"step": 10, "a": 2}], tmp_path)]
+        register_collector("test_sum", lambda ctx: {})  # re-registering without a summarizer drops it
+        assert "test_sum" not in summarize(rows, tmp_path)
+    finally:
+        collectors.pop("test_sum")

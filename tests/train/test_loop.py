@@ -113,7 +113,7 @@ def test_killed_checkpoint_leaves_previous_intact(tmp_path, monkeypatch):
 def test_accelerate_launch_two_cpu_processes_agree(tmp_path):
     out = tmp_path / "mp"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "recipes/accelerate/multi_gpu.yaml"),
-           "--num_processes", "2", "-m", "hf_attn.train", "--config", str(REPO / "recipes/copy_holo.yaml"),
+           "--num_processes", "2", "-m", "hf_attn.train", "--config", str(REPO / "recipes/train/copy_holo.yaml"),
            "--set", "train.steps=2", "--set", "data.batch_size=2", "--set", "model.num_layers=1",
            "--set", "model.hidden_size=32", "--set", "data.seq_len=17", "--set", "data.eval_batches=2", "--out_dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -41,7 +41,7 @@ from .math import SOFT
 # per-kernel timings on the H100 (Triton 3.6; 16 query heads, 16k tokens, GQA 1:1 and 4:1) as the fastest
 # setting without register spills at 1:1. Left at 4:1: `_fwd` spills ~50 B at head_dim 128 and ~220 B in fp32
 # (their spill-free chunked forms are 35-80% slower), `_bwd_dkv` 34 B at head_dim 128 and 2 B at 64.
-# `python recipes/profile_kernels.py --variants holo` prints each kernel's device time for one setting.
+# `python recipes/bench/profile_kernels.py --variants holo` prints each kernel's device time for one setting.
 LAUNCH = {
     (64, "tf32"): dict(_fwd_state=(0, 4, 1), _fwd=(0, 4, 1), _bwd_state=(0, 4, 1),
                        _bwd_dq=(0, 4, 1), _bwd_dkv=(0, 4, 1)),

@@ -1,0 +1,19 @@
+"""recipes/bench/bench_decode.py: the CPU smoke run times every variant and checks cached decoding against full forwards."""
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_decode.py"
+
+
+def test_smoke_run_times_variants_and_cached_decoding_equals_full_forwards(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "decode.json").read_text())
+    assert {(r["attn"], r["kind"]) for r in saved["rows"]} == {(a, k) for a in bench.VARIANTS for k in ("prefill", "decode")}
+    assert all(r["tokens_per_s"] > 0 for r in saved["rows"])
+    assert [d["attn"] for d in saved["drift"]] == list(bench.VARIANTS)
+    assert all(d["rel_diff"] < 1e-4 and d["argmax_agree"] == 1.0 for d in saved["drift"])  # fp32 on CPU
+    assert "argmax agreement" in (tmp_path / "decode.md").read_text() and (tmp_path / "decode.png").stat().st_size
