@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,3 +33,22 @@ def hub(tmp_path_factory):
     with HubServer(tmp_path_factory.mktemp("hub"), token="hf_test_write_token") as server:
         yield server
     constants.HF_HUB_DISABLE_XET = xet
+
+
+@pytest.fixture(scope="session")
+def smollm2_toy(tmp_path_factory) -> Path:
+    """SmolLM2-135M cut to its first two decoder layers: real attention patterns at toy cost."""
+    from hf_attn.assets import smollm2_path
+
+    src = smollm2_path()
+    out = tmp_path_factory.mktemp("smollm2_toy")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.model.layers = model.model.layers[:2]
+    model.config.num_hidden_layers = 2
+    model.config.layer_types = model.config.layer_types[:2] if getattr(model.config, "layer_types", None) else None
+    model.save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, out / f)
+    return out

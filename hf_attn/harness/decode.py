@@ -15,14 +15,15 @@ from ..cache import RecurrentCache
 from ..measure import sync
 from ..utils import CACHE_KWARG
 
-SOFTMAX = ("sdpa", "eager", "flash_attention_2", "flex_attention")
-
-
 def new_cache(model):
-    """The cache decoding uses for the model's attention: KV cache for softmax, recurrent state otherwise."""
-    if model.config._attn_implementation in SOFTMAX:
-        return DynamicCache(config=model.config)
-    return RecurrentCache()
+    """A recurrent state for linear-time variants (those that never build a (T, T) mask), else a KV cache."""
+    from transformers.masking_utils import AttentionMaskInterface
+
+    from ..registry import padding_mask_only
+
+    if AttentionMaskInterface._global_mapping.get(model.config._attn_implementation) is padding_mask_only:
+        return RecurrentCache()
+    return DynamicCache(config=model.config)
 
 
 def cache_mib(cache) -> float:

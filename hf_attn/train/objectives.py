@@ -169,7 +169,19 @@ class DistillObjective(Objective):
         return kl + weight * out.loss if weight else kl
 
     def finish(self, inner):
-        return inner.merge_and_unload()
+        """Merge each LoRA layer into its base weight and put the base layer back; returns the plain model.
+
+        Done layer by layer rather than with `merge_and_unload`, which takes every module with a `base_layer`
+        (as hf-attn's wrappers have) for a PEFT layer.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        for name, module in list(inner.named_modules()):
+            if isinstance(module, LoraLayer):
+                module.merge()
+                parent, _, child = name.rpartition(".")
+                setattr(inner.get_submodule(parent), child, module.get_base_layer())
+        return inner.get_base_model()
 
 
 OBJECTIVES = {o.name: o for o in (Objective, TransferObjective, DistillObjective)}

@@ -29,19 +29,3 @@ def tiny_pretrained(tmp_path_factory) -> Path:
         shutil.copy(src / f, out / f)
     return out
 
-
-@pytest.fixture(scope="session")
-def smollm2_toy(tmp_path_factory) -> Path:
-    """SmolLM2-135M cut to its first two decoder layers: real attention patterns at toy cost."""
-    from hf_attn.assets import smollm2_path
-
-    src = smollm2_path()
-    out = tmp_path_factory.mktemp("smollm2_toy")
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    model.model.layers = model.model.layers[:2]
-    model.config.num_hidden_layers = 2
-    model.config.layer_types = model.config.layer_types[:2] if getattr(model.config, "layer_types", None) else None
-    model.save_pretrained(out)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(src / f, out / f)
-    return out
