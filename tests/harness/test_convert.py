@@ -9,6 +9,7 @@ import torch
 from transformers import AutoTokenizer
 
 from hf_attn.assets import smollm2_path
+from train_cases import REPO
 from hf_attn.cli import main
 from hf_attn.harness.convert import conversion_verdict, variant_share
 from hf_attn.harness.passkey import passkey_accuracy
@@ -93,3 +94,12 @@ def test_convert_end_to_end_reload_and_push(tmp_path, smollm2_toy, hub, capsys):
     card = open(hf_hub_download("user/toy-gauge", "README.md", endpoint=hub.url, token=hub.token,
                                 cache_dir=tmp_path / "hub-cache")).read()
     assert "conversion" in card
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "convert").glob("*.yaml")), ids=lambda p: p.name)
+def test_conversion_recipes_load_and_name_their_objective(recipe):
+    from hf_attn.train import TrainConfig
+
+    cfg = TrainConfig.from_yaml(recipe)
+    assert cfg.train.objective in ("transfer", "distill") and cfg.task == "token"
+    assert (cfg.train.objective == "distill") == (cfg.model.lora_rank is not None)
