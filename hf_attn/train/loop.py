@@ -27,6 +27,7 @@ from .checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint, 
 from .config import TrainConfig
 from .data import Batch, TaskData, build_data
 from .models import build_model, load_tokenizer, param_groups, parameter_counts
+from .objectives import build_objective
 from .rundir import JsonRows, MetricsCsv, run_lock, write_config, write_error, write_json
 
 
@@ -73,6 +74,13 @@ def evaluate(model, data: TaskData, accelerator: Accelerator, task: str) -> dict
     return metrics(totals[0].item(), int(totals[1].item()), int(totals[2].item()), task)
 
 
+def token_budget(data: TaskData, planned: int) -> dict[str, int | None]:
+    """Training tokens the split holds and tokens the run reads (windows are random, so some repeat)."""
+    available = getattr(data, "train_ids", None)
+    return {"train_tokens_available": None if available is None else int(available.numel()),
+            "train_tokens_seen": planned}
+
+
 def param_checksum(model) -> float:
     """Sum of every parameter in float64: equal across ranks when DDP keeps them in sync."""
     return float(sum(p.detach().double().sum().item() for p in model.parameters()))
@@ -96,7 +104,8 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg) if cfg.task == "token" else None
     data = build_data(cfg, tokenizer)
-    model = build_model(cfg, data.vocab_size)
+    objective = build_objective(cfg)
+    model = objective.prepare(build_model(cfg, data.vocab_size))
     model.train()
     optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay)
@@ -120,6 +129,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
             **parameter_counts(inner), "device": accelerator.device.type, "processes": accelerator.num_processes,
             "distributed": accelerator.distributed_type.name, "memory_kind": peak_memory_mb(accelerator.device)[1],
             "mixed_precision": cfg.train.mixed_precision, "tokens_per_step": tokens_per_step,
+            "objective": cfg.train.objective, **token_budget(data, tokens_per_step * cfg.train.steps),
             "gpu": torch.cuda.get_device_name(accelerator.device) if accelerator.device.type == "cuda" else None,
         })
     if accelerator.device.type == "cuda":
@@ -144,7 +154,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
             batch = batch_to(data.train_batch(step, micro, accelerator.process_index), accelerator.device)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    loss = model(**batch).loss
+                    loss = objective.loss(model, inner, batch)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm:
                     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
@@ -195,7 +205,7 @@ def _train(cfg: TrainConfig, accelerator: Accelerator, resume: bool) -> dict:
     if accelerator.is_main_process:
         final.update({k: v for k, v in metrics.rows[-1].items() if k.startswith("eval_")} if metrics.rows else {})
     results = {k: v for k, v in final.items() if k.startswith("eval_")}
-    save_final(accelerator, model, run_dir, {"step": cfg.train.steps, "data": data.description, **results}, tokenizer)
+    save_final(accelerator, objective.finish(inner), run_dir, {"step": cfg.train.steps, "data": data.description, **results}, tokenizer)
     if accelerator.is_main_process:
         write_json(run_dir / "diagnostics_summary.json", summarize(diags.rows, run_dir))
         write_json(run_dir / "final.json", final)

@@ -19,18 +19,14 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
+from transformers import AutoModelForCausalLM, LlamaConfig
 
 import hf_attn
-from hf_attn.utils import CACHE_KWARG
-from hf_attn.utils import write_text_atomic
+from hf_attn.harness.decode import decode_speed, new_cache
+from hf_attn.measure import sync
+from hf_attn.utils import CACHE_KWARG, write_text_atomic
 
 VARIANTS = ("sdpa", "holo", "performer")
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def load(args, attn: str, device: str, dtype):
@@ -43,10 +39,6 @@ def load(args, attn: str, device: str, dtype):
     else:
         model = AutoModelForCausalLM.from_pretrained(args.model_path, dtype=dtype, attn_implementation=attn)
     return model.to(device, dtype).eval()
-
-
-def new_cache(attn: str, model):
-    return DynamicCache(config=model.config) if attn == "sdpa" else hf_attn.RecurrentCache()
 
 
 @torch.no_grad()
@@ -62,33 +54,11 @@ def prefill_tps(model, t: int, device: str, reps: int = 3) -> float:
 
 
 @torch.no_grad()
-def decode_tps(model, attn: str, context: int, steps: int, device: str) -> tuple[float, float]:
-    """Tokens/s of greedy decoding after a `context`-token prompt, and the cache's MiB at the end."""
-    ids = torch.randint(5, model.config.vocab_size, (1, context), device=device)
-    cache = new_cache(attn, model)
-    out = model(input_ids=ids, **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1)
-    tok = out.logits[:, -1:].argmax(-1)
-    for _ in range(3):  # warm-up steps (kernel compilation, allocator)
-        tok = model(input_ids=tok, **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1:].argmax(-1)
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        tok = model(input_ids=tok, **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1:].argmax(-1)
-    sync(device)
-    tps = steps / (time.perf_counter() - t0)
-    if isinstance(cache, hf_attn.RecurrentCache):
-        size = cache.state_bytes()
-    else:
-        size = sum(x.numel() * x.element_size() for layer in cache.layers for x in (layer.keys, layer.values))
-    return tps, size / 2**20
-
-
-@torch.no_grad()
 def decode_drift(model, attn: str, device: str, prompt: int = 290, steps: int = 10) -> dict:
     """Cached decoding vs full forwards: relative logit difference and share of equal argmaxes."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, model.config.vocab_size, (1, prompt + steps), generator=g).to(device)
-    cache = new_cache(attn, model)
+    cache = new_cache(model)
     model(input_ids=ids[:, :prompt], **{CACHE_KWARG: cache}, use_cache=True, logits_to_keep=1)
     cached = torch.stack([model(input_ids=ids[:, t:t + 1], **{CACHE_KWARG: cache}, use_cache=True).logits[:, -1]
                           for t in range(prompt, prompt + steps)], 1).float()
@@ -120,7 +90,7 @@ def main(argv=None) -> None:
             rows.append({"attn": attn, "kind": "prefill", "T": t, "tokens_per_s": round(prefill_tps(model, t, device), 1)})
             print(rows[-1], flush=True)
         for t in decode:
-            tps, mib = decode_tps(model, attn, t, steps, device)
+            tps, mib = decode_speed(model, t, steps, device)
             rows.append({"attn": attn, "kind": "decode", "T": t, "tokens_per_s": round(tps, 1), "cache_MiB": round(mib, 3)})
             print(rows[-1], flush=True)
         del model

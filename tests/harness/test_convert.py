@@ -1,0 +1,105 @@
+"""hf-attn convert end to end on the CPU, the conversion verdict as a table, and passkey scoring that can fail."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from hf_attn.assets import smollm2_path
+from train_cases import REPO
+from hf_attn.cli import main
+from hf_attn.harness.convert import conversion_verdict, variant_share
+from hf_attn.harness.passkey import passkey_accuracy
+
+T = {"ppl_wiki": 10.0, "decode_cache_mib": 100.0}
+
+
+@pytest.mark.parametrize("converted, ablation, window, label", [
+    ({"ppl_wiki": 10.4, "decode_cache_mib": 5.0}, None, 0, "GO"),
+    ({"ppl_wiki": 10.6, "decode_cache_mib": 5.0}, None, 0, "NO-GO"),  # quality
+    ({"ppl_wiki": 10.0, "decode_cache_mib": 90.0}, None, 0, "NO-GO"),  # memory
+    ({"ppl_wiki": 10.4, "decode_cache_mib": 5.0}, None, 64, "n/a"),  # hybrid, share unmeasured
+    ({"ppl_wiki": 10.4, "decode_cache_mib": 5.0}, {"ppl_wiki": 20.0}, 64, "GO"),  # the variant closes 96%
+    ({"ppl_wiki": 10.4, "decode_cache_mib": 5.0}, {"ppl_wiki": 10.5}, 64, "NO-GO"),  # the window does the work
+])
+def test_conversion_verdict(converted, ablation, window, label):
+    assert conversion_verdict(T, converted, ablation, window).label == label
+
+
+def test_variant_share():
+    assert variant_share(10.0, 10.0, 20.0) == 1.0 and variant_share(10.0, 20.0, 20.0) == 0.0
+    assert variant_share(10.0, 12.0, 9.0) == 0.0  # window alone better than the teacher: no gap to close
+
+
+def test_passkey_oracle_scores_one_and_a_shuffled_answer_scores_zero():
+    tok = AutoTokenizer.from_pretrained(smollm2_path())
+    oracle = lambda ids: re.search(r"pass key is (\d{5})", tok.decode(ids[0])).group(1)  # noqa: E731
+    keys = []
+
+    def shuffled(ids):  # answers with the previous prompt's key
+        keys.append(oracle(ids))
+        return keys[-2] if len(keys) > 1 else "00000"
+
+    lengths = (128, 256)
+    assert passkey_accuracy(oracle, tok, lengths, samples=20) == {128: 1.0, 256: 1.0}
+    assert max(passkey_accuracy(shuffled, tok, lengths, samples=20).values()) <= 0.1
+    ids = []
+    passkey_accuracy(lambda x: ids.append(x.shape[1]) or "", tok, (512,), samples=3)
+    assert all(480 <= n <= 530 for n in ids), ids
+
+
+RELOAD = """
+import sys, torch, hf_attn
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+with torch.no_grad():
+    torch.save(m(input_ids=torch.arange(5, 21)[None]).logits, sys.argv[2])
+"""
+
+
+def test_convert_end_to_end_reload_and_push(tmp_path, smollm2_toy, hub, capsys):
+    out = tmp_path / "conv"
+    args = ["convert", str(smollm2_toy), "--to", "gauge", "--transfer-steps", "3", "--recover-steps", "3",
+            "--seq-len", "128", "--batch-size", "1", "--out", str(out), "--device", "cpu", "--eval-windows", "2",
+            "--passkey-lengths", "128", "--passkey-samples", "2", "--decode-context", "64", "--decode-steps", "2"]
+    assert main(args) == 0, capsys.readouterr().err
+    for stage in ("transfer", "recover"):
+        assert json.loads((out / stage / "run.json").read_text())["objective"] in ("transfer", "distill")
+        assert (out / stage / "final.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "GO/NO-GO" in report and "unconverted swap" in report and "window-only ablation" in report
+    assert "hf-attn convert" in report and (out / "convert.png").stat().st_size
+    data = json.loads((out / "report.json").read_text())
+    assert set(data["models"]) == {"teacher (sdpa)", "converted", "window-only ablation", "unconverted swap"}
+    results = json.loads((out / "final" / "eval_results.json").read_text())
+    assert results["conversion"]["verdict"] == data["verdict"]
+
+    import hf_attn  # noqa: F401
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out / "final").eval()
+    assert model.config._attn_implementation == "gauge" and model.hf_attn_wrapper.config.wrapper_type == "gauge"
+    with torch.no_grad():
+        here = model(input_ids=torch.arange(5, 21)[None]).logits
+    subprocess.run([sys.executable, "-c", RELOAD, str(out / "final"), str(tmp_path / "l.pt")], check=True)
+    torch.testing.assert_close(torch.load(tmp_path / "l.pt"), here, rtol=0, atol=0)
+
+    push = ["push", str(out), "--repo-id", "user/toy-gauge", "--endpoint", hub.url, "--token", hub.token]
+    assert main(push) == 0, capsys.readouterr().err
+    from huggingface_hub import hf_hub_download
+
+    card = open(hf_hub_download("user/toy-gauge", "README.md", endpoint=hub.url, token=hub.token,
+                                cache_dir=tmp_path / "hub-cache")).read()
+    assert "conversion" in card
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "convert").glob("*.yaml")), ids=lambda p: p.name)
+def test_conversion_recipes_load_and_name_their_objective(recipe):
+    from hf_attn.train import TrainConfig
+
+    cfg = TrainConfig.from_yaml(recipe)
+    assert cfg.train.objective in ("transfer", "distill") and cfg.task == "token"
+    assert (cfg.train.objective == "distill") == (cfg.model.lora_rank is not None)
