@@ -70,7 +70,8 @@ def summarize(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Any]:
 def head_entropy(ctx: DiagnosticsContext) -> dict[str, Any]:
     """Per-head entanglement (singular-spectrum) and attention (row) entropy, nats, `(layers, heads)` lists."""
     if not ctx.attentions or any(a is None for a in ctx.attentions):
-        return {"unavailable": f"attention '{ctx.attention}' returned no attention maps"}
+        why = "a window hybrid has no single map" if getattr(ctx.model.config, "hf_attn_window", 0) else "none returned"
+        return {"unavailable": f"attention '{ctx.attention}': no attention maps ({why})"}
     return {
         "entanglement": head_entropies(ctx.attentions, "entanglement").tolist(),
         "attention": head_entropies(ctx.attentions, "attention").tolist(),
@@ -104,9 +105,12 @@ def collect(model: torch.nn.Module, input_ids: torch.Tensor, forward: Callable |
     was_training = model.training
     model.eval()
     try:
+        # a window hybrid has no single attention map (softmax rows plus a variant's state): no maps asked for,
+        # and the map collectors say so instead of failing the run
+        maps = not getattr(model.config, "hf_attn_window", 0)
         with maps_available(model) as impl:
-            out = (forward or model)(input_ids=input_ids, output_attentions=True)
-        ctx = DiagnosticsContext(model, input_ids, tuple(out.attentions or ()), impl)
+            out = (forward or model)(input_ids=input_ids, output_attentions=maps)
+        ctx = DiagnosticsContext(model, input_ids, tuple(out.attentions or ()) if maps else (), impl)
         result = {name: out for name, fn in collectors.items() if (out := fn(ctx))}  # {} = not applicable
         for name, module in model.named_modules():
             hook = getattr(module, "hf_attn_diagnostics", None)

@@ -62,6 +62,7 @@ class ConvertSettings:
     batch_size: int = 8
     lora_rank: int = 8
     lr: float = 1e-3
+    recover_lr: float = 1e-4
     out: str = "runs/convert"
     device: str = "auto"
     eval_windows: int = 16
@@ -76,13 +77,14 @@ class ConvertSettings:
         return {WINDOW_KEY: self.window} if self.window else {}
 
 
-def _stage(s: ConvertSettings, name: str, steps: int, model: dict[str, Any], objective: str) -> dict[str, Any]:
+def _stage(s: ConvertSettings, name: str, steps: int, model: dict[str, Any], objective: str,
+           lr: float) -> dict[str, Any]:
     """One stage's recipe (the same schema as recipes/convert/*.yaml)."""
     return {
         "name": f"convert-{name}", "task": "token", "seed": 0, "out_dir": str(Path(s.out) / name),
         "model": {"attention": s.to, "attention_config": s.attention_config(), **model},
         "data": {"seq_len": s.seq_len, "batch_size": s.batch_size, "corpus": "wiki", "eval_batches": 2},
-        "optim": {"lr": s.lr, "weight_decay": 0.0, "warmup_steps": min(20, steps // 10), "schedule": "cosine"},
+        "optim": {"lr": lr, "weight_decay": 0.0, "warmup_steps": min(20, steps // 10), "schedule": "cosine"},
         "train": {"steps": steps, "objective": objective, "log_every": max(1, min(10, steps // 5)),
                   "eval_every": steps, "diag_every": steps, "diag_tokens": min(64, s.seq_len)},
     }
@@ -95,10 +97,10 @@ def stage_recipes(s: ConvertSettings) -> dict[str, dict[str, Any]]:
     if wrapper is not None and s.transfer_steps:
         spec = {"type": wrapper.wrapper_type, **{k: v for k, v in dataclasses.asdict(wrapper).items()}}
         recipes["transfer"] = _stage(s, "transfer", s.transfer_steps, {"model_path": s.model, "wrapper": spec},
-                                     "transfer")
+                                     "transfer", s.lr)
     start = str(Path(s.out) / "transfer" / "final") if recipes else s.model
     recipes["recover"] = _stage(s, "recover", s.recover_steps, {"model_path": start, "lora_rank": s.lora_rank},
-                                "distill")
+                                "distill", s.recover_lr)
     return recipes
 
 

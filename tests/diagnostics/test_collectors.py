@@ -61,3 +61,14 @@ def test_summarize_hands_each_summarizer_its_own_rows(tmp_path):
         assert "test_sum" not in summarize(rows, tmp_path)
     finally:
         collectors.pop("test_sum")
+
+
+def test_a_window_hybrid_runs_diagnostics_without_maps():
+    """Window hybrids cannot return attention maps; the pass still runs and the map collector says why."""
+    import hf_attn
+    from harness import ids, tiny_model
+    from hf_attn.diagnostics import collect
+
+    model = hf_attn.set_window(tiny_model("llama", "performer"), 4)
+    out = collect(model, ids(1, 12))
+    assert "window hybrid" in out["head_entropy"]["unavailable"]
