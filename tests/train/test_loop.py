@@ -1,6 +1,7 @@
 """Two-step CPU runs of every recipe kind, exact resume, multi-process agreement, no half-written checkpoints."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -112,8 +113,11 @@ def test_killed_checkpoint_leaves_previous_intact(tmp_path, monkeypatch):
 @pytest.mark.timeout(300)
 def test_accelerate_launch_two_cpu_processes_agree(tmp_path):
     out = tmp_path / "mp"
+    with socket.socket() as s:  # a free rendezvous port: the default 29500 may be taken by another launch
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "recipes/accelerate/multi_gpu.yaml"),
-           "--num_processes", "2", "-m", "hf_attn.train", "--config", str(REPO / "recipes/train/copy_holo.yaml"),
+           "--num_processes", "2", "--main_process_port", port, "-m", "hf_attn.train", "--config", str(REPO / "recipes/train/copy_holo.yaml"),
            "--set", "train.steps=2", "--set", "data.batch_size=2", "--set", "model.num_layers=1",
            "--set", "model.hidden_size=32", "--set", "data.seq_len=17", "--set", "data.eval_batches=2", "--out_dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
