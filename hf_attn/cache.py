@@ -1,6 +1,6 @@
 """Constant-memory decoding for the linear-time variants: a `transformers.Cache` that keeps recurrent state.
 
-`model.generate(ids, past_key_values=hf_attn.RecurrentCache())` with `attn_implementation="holo"` or
+`model.generate(ids, cache=hf_attn.RecurrentCache())` (`past_key_values=` before transformers 5.24) with `attn_implementation="holo"` or
 `"performer"` keeps, per layer, only the variant's state (holo: the bound-pair memory, D/2+1 complex numbers
 per key/value head, and the key count; performer: `S (m x D)` and `z (m)`), never the past keys/values, so
 per-token decode cost and memory do not grow with context (a window hybrid, `config.hf_attn_window = W`, also

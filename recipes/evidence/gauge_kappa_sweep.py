@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import hf_attn
 from hf_attn.attention.gauge import diagnostics as gauge_diag
+from hf_attn.evaluate import token_loss
 from hf_attn.utils import atomic_path, write_text_atomic
 
 DEFAULT_KAPPAS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -35,12 +36,12 @@ def perplexity(model, windows: torch.Tensor, diag_rows: int | None = None) -> tu
         with torch.no_grad():
             if diag_rows:
                 with gauge_diag.collect(model, rows=diag_rows, warn=False) as store:
-                    out = model(input_ids=x, labels=x)
+                    loss = token_loss(model, x)
                 row_std.append(store.mean_row_std())
             else:
-                out = model(input_ids=x, labels=x)
-        nll += out.loss.item() * (x.shape[1] - 1)
-        count += x.shape[1] - 1
+                loss = token_loss(model, x)
+        nll += loss[0].item()
+        count += int(loss[1].item())
     return math.exp(nll / count), (sum(row_std) / len(row_std) if row_std else float("nan"))
 
 
