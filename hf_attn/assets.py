@@ -132,6 +132,7 @@ def austen_text() -> str:
 
 def _r_lazyload(folder: Path) -> dict:
     """The objects of an R lazy-load database (`Rdata.rdx` index + `Rdata.rdb` zlib blocks), parsed by rdata."""
+    import gzip
     import warnings
     import zlib
 
@@ -142,7 +143,10 @@ def _r_lazyload(folder: Path) -> dict:
     def parse(blob: bytes):
         with warnings.catch_warnings():  # a block is a bare serialization, which rdata reads as RDS
             warnings.filterwarnings("ignore", "Unknown file type", UserWarning)
-            return rdata.conversion.convert(rdata.parser.parse_data(zlib.decompress(blob[4:])))
+            return rdata.conversion.convert(rdata.parser.parse_data(inflate(blob)))
+
+    def inflate(blob: bytes) -> bytes:  # the index is a gzip file; each .rdb block is a length + a zlib stream
+        return gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else zlib.decompress(blob[4:])
 
     index = parse((folder / "Rdata.rdx").read_bytes())
     rdb = (folder / "Rdata.rdb").read_bytes()

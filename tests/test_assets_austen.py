@@ -1,4 +1,5 @@
 """Jane Austen's text: read from the cache (or HF_ATTN_AUSTEN), prepared once from janeaustenr's R lazy-load data."""
+import gzip
 import struct
 import zlib
 
@@ -8,13 +9,17 @@ from hf_attn import MissingDependencyError, assets
 
 
 
-def _block(obj, tmp_path) -> bytes:
-    """One lazy-load block as R writes it: 4-byte big-endian length, then the zlib-compressed serialization."""
+def _serialized(obj, tmp_path) -> bytes:
     import rdata
 
     path = tmp_path / "obj.rds"
     rdata.write_rds(path, obj, compression=None)
-    raw = path.read_bytes()
+    return path.read_bytes()
+
+
+def _block(obj, tmp_path) -> bytes:
+    """One lazy-load block as R writes it: 4-byte big-endian length, then the zlib-compressed serialization."""
+    raw = _serialized(obj, tmp_path)
     return struct.pack(">I", len(raw)) + zlib.compress(raw)
 
 
@@ -29,7 +34,8 @@ def fake_janeaustenr(tmp_path):
         index[name] = [len(rdb), len(block)]
         rdb += block
     (data / "Rdata.rdb").write_bytes(rdb)
-    (data / "Rdata.rdx").write_bytes(_block({"variables": index}, tmp_path))
+    # the index is a gzip file, as in the Debian package r-cran-janeaustenr 1.0.0
+    (data / "Rdata.rdx").write_bytes(gzip.compress(_serialized({"variables": index}, tmp_path)))
     return tmp_path / "usr"
 
 
