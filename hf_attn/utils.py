@@ -196,3 +196,15 @@ def set_attn_implementation(model, name: str) -> None:
         if (module is not model and config is not None and config is not model.config
                 and hasattr(module, "set_attn_implementation") and config._attn_implementation != name):
             module.set_attn_implementation(name)
+
+
+def set_config(model, **values) -> None:
+    """Set each of `values` on `model.config` and on every sub-model's own config copy.
+
+    T5's encoder and decoder stacks keep copies of the config, so a knob set on `model.config` alone (a
+    variant's `holo_unitary`, a window's `hf_attn_window`) would never reach their attention layers.
+    """
+    configs = [getattr(m, "config", None) for m in (model, *model.modules())]
+    for config in {id(c): c for c in configs if c is not None}.values():
+        for key, value in values.items():
+            setattr(config, key, value)

@@ -32,3 +32,16 @@ def test_failed_write_keeps_previous_file(tmp_path):
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_set_config_reaches_every_config_copy():
+    """T5's stacks keep their own config copies: a knob must reach them, or their attention never sees it."""
+    from harness import tiny_model
+
+    from hf_attn.utils import set_config
+
+    model = tiny_model("t5", "holo")
+    assert model.encoder.config is not model.config
+    set_config(model, holo_unitary=False, hf_attn_window=4)
+    for config in (model.config, model.encoder.config, model.decoder.config):
+        assert config.holo_unitary is False and config.hf_attn_window == 4

@@ -34,7 +34,7 @@ import math
 import torch
 
 from ..cache import RecurrentLayer
-from ..utils import HfAttnError
+from ..utils import HfAttnError, set_config
 from .common import AttentionCall, group_queries, learned_parts
 
 DEFAULT_MIX = 0.1  # LoLCATs' initial mix of the linear part
@@ -76,11 +76,7 @@ def set_window(model: torch.nn.Module, size: int, mix: float | None = None) -> t
     checked_size("hf_attn_window", size)
     if mix is not None:
         checked_mix("hf_attn_window_mix", mix)
-    configs = [getattr(m, "config", None) for m in (model, *model.modules())]
-    for config in {id(c): c for c in configs if c is not None}.values():
-        config.hf_attn_window = size
-        if mix is not None:
-            config.hf_attn_window_mix = float(mix)
+    set_config(model, hf_attn_window=size, **({} if mix is None else {"hf_attn_window_mix": float(mix)}))
     return model
 
 

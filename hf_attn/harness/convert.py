@@ -24,7 +24,7 @@ import torch
 from .. import adapters
 from ..assets import AUSTEN_PREPARE, CORPUS_NAME, austen_text, token_windows, wiki_text
 from ..evaluate import perplexity
-from ..utils import HfAttnError, MissingDependencyError, atomic_dir, write_text_atomic
+from ..utils import HfAttnError, MissingDependencyError, atomic_dir, set_config, write_text_atomic
 from .decode import decode_speed
 from .passkey import greedy_answer, passkey_accuracy
 from .report import QUALITY_TOLERANCE, MEMORY_SAVING, Verdict
@@ -125,8 +125,7 @@ def _load(path: str | Path, device: torch.device, attention: str | None = None, 
     from ..train.models import resolve_model_path
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model_path(str(path)), dtype=torch.float32)
-    for key, value in (extra or {}).items():
-        setattr(model.config, key, value)
+    set_config(model, **(extra or {}))
     if attention:
         set_attention(model, attention)
     return model.to(device).eval()

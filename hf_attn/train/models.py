@@ -14,7 +14,7 @@ import torch
 
 from .. import adapters
 from ..registry import set_attention
-from ..utils import HfAttnError
+from ..utils import HfAttnError, set_config
 from .config import ModelConfig, TrainConfig
 
 
@@ -92,8 +92,7 @@ def build_model(cfg: TrainConfig, vocab_size: int):
         model = AutoModelForCausalLM.from_pretrained(resolve_model_path(mc.model_path), dtype=torch.float32)
     else:
         model = scratch_model(mc, vocab_size, cfg.data.seq_len)
-    for key, value in mc.attention_config.items():
-        setattr(model.config, key, value)
+    set_config(model, **mc.attention_config)
     set_attention(model, mc.attention)
     own: set[str] = set()
     if mc.wrapper is not None:
