@@ -185,7 +185,7 @@ def conversion_verdict(teacher: dict[str, float], converted: dict[str, float], a
 
 
 def hardware(device: torch.device) -> str:
-    """The device, torch version and precision a report's figures came from, in words."""
+    """The device a report's figures came from, in words (the GPU's name, or the CPU and its threads)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -10,8 +10,8 @@ The two conversion objectives follow LoLCATs (Zhang et al. 2024, arXiv 2410.1025
   attention weights is left out (linear variants never materialise the weights at training lengths).
 * `distill`: PEFT LoRA on the converted model; loss = KL(teacher || student) on next-token distributions
   (temperature 1) + `lm_weight` x LM loss. The teacher is the same model with the LoRA disabled and attention
-  switched to `sdpa` (the variant's window and wrapper are inert there), without gradients. At the end the
-  LoRA is merged into the base weights (`merge_and_unload`), so `final/` is a plain hf-attn checkpoint.
+  switched to `sdpa` (the variant's window and wrapper are inert there), without gradients. At the end each
+  LoRA layer is merged into its base weight (`DistillObjective.finish`), so `final/` is a plain hf-attn checkpoint.
 """
 from __future__ import annotations
 
