@@ -55,7 +55,8 @@ def _head_map(x, w):
 
 
 def _window_split(module, visible, hq):
-    """`(size, gamma (1, Hq, 1, 1), window mask, older mask)`; size 0 means no window (masks None)."""
+    """`(size, gamma (1, Hq, 1, 1), exact mask, older mask)`; size 0 means no window (masks None). The exact part
+    is the last `size` keys plus the sinks (the row's first `hf_attn_window_sinks` real keys)."""
     cfg = getattr(module, "config", None)
     size = getattr(cfg, "hf_attn_window", 0) or 0
     if not size:
@@ -68,7 +69,9 @@ def _window_split(module, visible, hq):
     tq, tk = visible.shape[-2:]
     position = torch.arange(tq)[:, None] + tk - tq  # causal self-attention: query i sits at key position tk - tq + i
     recent = torch.arange(tk)[None, :] > position - size
-    return size, gamma.view(1, hq, 1, 1), visible & recent, visible & ~recent
+    real = visible.any(-2, keepdim=True)  # keys some query sees: the row's real tokens
+    sink = real & (real.cumsum(-1) <= (getattr(cfg, "hf_attn_window_sinks", 0) or 0))  # its first S real tokens
+    return size, gamma.view(1, hq, 1, 1), visible & (recent | sink), visible & ~recent & ~sink
 
 
 def _hybrid(window_weights, v, lin_num, lin_den, gamma):
@@ -85,7 +88,8 @@ def _logits(q, k, scaling):
 
 def holo_reference(module, q, k, v, visible, bias, scaling):
     """HRR retrieval; with `hf_attn_parts` q/k mapped per head into the binding space (v zero-padded, output
-    truncated); with `hf_attn_window` the window hybrid (window weights e^{s - max}, each older key weighs 1)."""
+    truncated); with `hf_attn_window` the window hybrid (window weights e^{s - max}; the older keys, equally weighted,
+    together weigh as much as the window's)."""
     d = q.shape[-1]
     hq = q.shape[1]
     size, gamma, recent, older = _window_split(module, visible, hq)
@@ -110,8 +114,10 @@ def holo_reference(module, q, k, v, visible, bias, scaling):
     s = _logits(raw_q, raw_k, scaling).masked_fill(~recent, float("-inf"))
     peak = s.amax(-1, keepdim=True).clamp_min(-1e300)
     window_weights = torch.exp(s - peak).masked_fill(~recent, 0.0)
-    lin = retrieve(older.double() @ bound)
-    return _hybrid(window_weights, _expand(raw_v, hq), lin, older.double().sum(-1), gamma).transpose(1, 2)
+    n, exact_mass = older.double().sum(-1), window_weights.sum(-1)
+    weight = torch.where(n > 0, exact_mass / n.clamp_min(1), 0.0)  # the older keys together weigh as the exact ones
+    lin = retrieve((older.double() * weight[..., None]) @ bound)
+    return _hybrid(window_weights, _expand(raw_v, hq), lin, weight * n, gamma).transpose(1, 2)
 
 
 def performer_reference(module, q, k, v, visible, bias, scaling):

@@ -76,7 +76,7 @@ def set_window_mix(model: torch.nn.Module, mix: float) -> torch.nn.Module:
     if not size:
         raise HfAttnError("set_window_mix needs a window hybrid: call hf_attn.set_window(model, 64) first (and wrap "
                           "after it, for learned shares).")
-    set_window(model, size, mix=mix)
+    set_window(model, size, mix=mix, sinks=None)  # keeps the sinks as they are
     with torch.no_grad():
         for parts in model.modules():
             if isinstance(parts, LinearizeParts) and parts.window_mix_logit is not None:

@@ -39,6 +39,8 @@ def register(sub) -> None:
     p.add_argument("model", help="'smollm2' (offline SmolLM2-135M) or a from_pretrained folder")
     p.add_argument("--to", required=True, help="the variant to convert to (`hf-attn variants`)")
     p.add_argument("--window", type=int, default=S.window, help="softmax sliding window of the hybrid; 0 = none")
+    p.add_argument("--sinks", type=int, default=S.sinks,
+                   help="with --window: the first tokens kept in the softmax part (attention sinks)")
     p.add_argument("--transfer-steps", type=int, default=S.transfer_steps, help="stage 1 steps (0 = skip)")
     p.add_argument("--recover-steps", type=int, default=S.recover_steps, help="stage 2 (LoRA distillation) steps")
     p.add_argument("--seq-len", type=int, default=S.seq_len, help="tokens per training/eval window")

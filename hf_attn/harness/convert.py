@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import torch
 
 from .. import adapters
+from ..attention.window import DEFAULT_SINKS
 from ..assets import AUSTEN_PREPARE, CORPUS_NAME, austen_text, token_windows, wiki_text
 from ..evaluate import perplexity
 from ..utils import HfAttnError, MissingDependencyError, atomic_dir, set_config, write_text_atomic
@@ -31,6 +32,7 @@ from .report import QUALITY_TOLERANCE, MEMORY_SAVING, Verdict
 
 MIN_VARIANT_SHARE = 0.5
 WINDOW_KEY = "hf_attn_window"
+SINKS_KEY = "hf_attn_window_sinks"
 
 
 def conversion_wrapper(variant: str) -> adapters.WrapperConfig | None:
@@ -56,6 +58,7 @@ class ConvertSettings:
     model: str = "smollm2"
     to: str = "performer"
     window: int = 0
+    sinks: int = DEFAULT_SINKS
     transfer_steps: int = 200
     recover_steps: int = 400
     seq_len: int = 512
@@ -73,8 +76,9 @@ class ConvertSettings:
     command: str = ""
 
     def attention_config(self) -> dict[str, Any]:
-        """The model-config keys the variant reads (the window), as a recipe's `model.attention_config`."""
-        return {WINDOW_KEY: self.window} if self.window else {}
+        """The model-config keys the variant reads (the window and its sinks), as a recipe's
+        `model.attention_config`."""
+        return {WINDOW_KEY: self.window, SINKS_KEY: self.sinks} if self.window else {}
 
 
 def _stage(s: ConvertSettings, name: str, steps: int, model: dict[str, Any], objective: str,
@@ -199,7 +203,8 @@ def report_lines(s: ConvertSettings, rows: dict[str, dict | str], verdict: Verdi
     """report.md: settings, command and hardware, the comparison table, passkey per length, the verdict."""
     lengths = [str(k) for k in s.passkey_lengths]
     lines = ["# hf-attn conversion report", "",
-             f"`{s.model}` converted to `{s.to}`" + (f" with a {s.window}-token softmax window" if s.window else "")
+             f"`{s.model}` converted to `{s.to}`" + (f" with a {s.window}-token softmax window and {s.sinks} sink tokens"
+                                                     if s.window else "")
              + f": {s.transfer_steps} attention-transfer steps, {s.recover_steps} LoRA distillation steps (rank "
              f"{s.lora_rank}), {s.batch_size} x {s.seq_len} tokens per step.", "",
              "Made with (every figure below, on " + hardware(device) + ", fp32):", "", "```", s.command or "hf-attn convert", "```", "",

@@ -21,9 +21,9 @@ VARIANTS = ["performer", "holo"]
 W = 3
 
 
-def _wrapped(variant, window=0, arch="llama", attn="sdpa", noise=0.0, **cfg):
-    """A tiny model with `window`, wrapped; `noise` moves the learned parts off their start."""
-    model = hf_attn.set_window(tiny_model(arch, attn), window)
+def _wrapped(variant, window=0, arch="llama", attn="sdpa", noise=0.0, sinks=0, **cfg):
+    """A tiny model with `window` (and `sinks`), wrapped; `noise` moves the learned parts off their start."""
+    model = hf_attn.set_window(tiny_model(arch, attn), window, sinks=sinks)
     model = hf_attn.wrap(model, hf_attn.LinearizeConfig(variant=variant, **cfg))
     if noise:
         torch.manual_seed(3)
@@ -39,8 +39,8 @@ def _wrapped(variant, window=0, arch="llama", attn="sdpa", noise=0.0, **cfg):
 def test_starts_at_the_parameter_free_variant_with_only_its_parts_trainable(variant, window, arch):
     x = ids(2, 9)
     with torch.no_grad():
-        free = logits(hf_attn.set_window(tiny_model(arch, variant), window), x)
-        model = _wrapped(variant, window, arch)
+        free = logits(hf_attn.set_window(tiny_model(arch, variant), window, sinks=2), x)
+        model = _wrapped(variant, window, arch, sinks=2)
         start = logits(model, x)
     torch.testing.assert_close(start, free, rtol=0, atol=1e-6)
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
@@ -106,9 +106,9 @@ def test_wider_binding_space():
 def test_save_load_unwrap_round_trip(variant, tmp_path):
     x = ids(1, 8)
     with torch.no_grad():
-        base = logits(hf_attn.set_window(tiny_model("llama", "sdpa"), W), x)
-    model = _wrapped(variant, W, noise=0.05)
-    fresh = hf_attn.set_window(tiny_model("llama", "sdpa"), W)
+        base = logits(hf_attn.set_window(tiny_model("llama", "sdpa"), W, sinks=2), x)
+    model = _wrapped(variant, W, noise=0.05, sinks=2)
+    fresh = hf_attn.set_window(tiny_model("llama", "sdpa"), W, sinks=2)
     trained, reloaded, unwrapped = wrapper_round_trip(model, fresh, x, tmp_path)
     torch.testing.assert_close(reloaded, trained, rtol=0, atol=0)
     torch.testing.assert_close(unwrapped, base, rtol=0, atol=0)
@@ -132,6 +132,12 @@ def test_window_only_ablation_is_sliding_window_softmax(variant):
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in wrapper_parameters(model).values())
     hf_attn.set_window_mix(model, 0.25)
     torch.testing.assert_close(parts.window_mix(), torch.full((4,), 0.25))
+
+
+def test_window_mix_keeps_the_sinks():
+    model = _wrapped("holo", W, sinks=2)
+    hf_attn.set_window_mix(model, 0.0)
+    assert model.config.hf_attn_window_sinks == 2 and model.config.hf_attn_window == W
 
 
 def test_window_only_ablation_without_a_wrapper():

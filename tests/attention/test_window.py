@@ -26,9 +26,9 @@ ARCHS = ["llama", "qwen3"]
 W = 3  # shorter than every input below, so both parts contribute
 
 
-def windowed(arch: str, variant: str, size: int = W, dtype=torch.float32, **config):
+def windowed(arch: str, variant: str, size: int = W, dtype=torch.float32, sinks: int = 0, **config):
     """A tiny model with a window; `hf_attn.set_window` reaches T5's stacks, which keep their own config copies."""
-    model = hf_attn.set_window(tiny_model(arch, variant, dtype=dtype), size)
+    model = hf_attn.set_window(tiny_model(arch, variant, dtype=dtype), size, sinks=sinks)
     for name, value in config.items():
         setattr(model.config, name, value)
     return model
@@ -73,18 +73,21 @@ def test_zero_mix_is_sliding_window_softmax(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_calls_match_float64_reference(variant, arch):
+@pytest.mark.parametrize("sinks,mix", [(0, 0.3), (2, 0.3), (2, 0.0)])
+def test_calls_match_float64_reference(variant, arch, sinks, mix):
+    """Left padding included: a row's sinks are its first real tokens, wherever they sit."""
     x = ids(2, 11)
     mask = torch.ones_like(x)
     mask[1, :3] = 0
-    model = windowed(arch, variant, hf_attn_window_mix=0.3)
+    model = windowed(arch, variant, sinks=sinks, hf_attn_window_mix=mix)
     assert_calls_match(model, variant, REFERENCES[variant], x, mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_causal_and_padding_and_dynamic_cache(variant, arch):
-    model = windowed(arch, variant)
+@pytest.mark.parametrize("sinks", [0, 2])
+def test_causal_and_padding_and_dynamic_cache(variant, arch, sinks):
+    model = windowed(arch, variant, sinks=sinks)
     assert future_leak(model) == 0.0
     assert padding_gap(model, "left") < 1e-4 and padding_gap(model, "right") < 1e-4
     same, gap = cache_gap(model)
@@ -93,15 +96,18 @@ def test_causal_and_padding_and_dynamic_cache(variant, arch):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_recurrent_cache_equals_full_forward(variant, arch):
-    """Left padding included: the padded keys sit in the first window buffer."""
-    same, gap = recurrent_generate_gap(windowed(arch, variant))
+@pytest.mark.parametrize("sinks", [0, 2, 6])
+def test_recurrent_cache_equals_full_forward(variant, arch, sinks):
+    """Left padding included: the padded keys sit in the first window buffer; 6 sinks outnumber the padded row's
+    4 prompt tokens, so the cache fills its sinks during generation."""
+    same, gap = recurrent_generate_gap(windowed(arch, variant, sinks=sinks))
     assert same and gap < 1e-4
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_state_stays_constant_once_the_window_is_full(variant):
-    model = windowed("llama", variant, size=4)
+@pytest.mark.parametrize("sinks", [0, 3])
+def test_state_stays_constant_once_the_window_is_full(variant, sinks):
+    model = windowed("llama", variant, size=4, sinks=sinks)
     cache = hf_attn.RecurrentCache()
     sizes = []
     with torch.no_grad():
@@ -115,8 +121,9 @@ def test_state_stays_constant_once_the_window_is_full(variant):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
-def test_gradients_reach_qkv(variant, arch):
-    norms = qkv_grads(windowed(arch, variant))
+@pytest.mark.parametrize("sinks", [0, 2])
+def test_gradients_reach_qkv(variant, arch, sinks):
+    norms = qkv_grads(windowed(arch, variant, sinks=sinks))
     assert norms and all(n > 0 and n == n for n in norms.values()), norms
 
 
@@ -136,7 +143,7 @@ def test_gradients_reach_a_mix_tensor(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("arch", ARCHS)
 def test_bf16_is_close_to_fp32(variant, arch):
-    assert_bf16_close(lambda dtype: windowed(arch, variant, dtype=dtype), ids(2, 12))
+    assert_bf16_close(lambda dtype: windowed(arch, variant, dtype=dtype, sinks=2), ids(2, 12))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -179,7 +186,7 @@ def test_window_part_is_banded():
     q, k, v = (torch.randn(1, 1, t, 16) for _ in range(3))
     keep = torch.ones(1, 1, t, dtype=torch.bool)
     with Sizes():
-        out, _, _ = window_math.window_softmax(q, k, v, keep, 0, size, 0.25)
+        out, _ = window_math.window_softmax(q, k, v, keep, 0, size, 0.25)
     assert max(sizes) < t * t // 4, max(sizes)
     scores = (q @ k.transpose(-1, -2) * 0.25).squeeze(1)
     pos = torch.arange(t)

@@ -141,19 +141,21 @@ def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, wi
     log-mass on the softmax scale is `stab_q + stab_k + log(phi(q).z)`.
     """
     keep = hybrid.key_keep(call, key.shape[0], key.shape[2], key.device)
-    key, value, keep, call = hybrid.with_buffer(layer, key, value, keep, call)
+    key, value, keep, call, base = hybrid.with_buffer(layer, key, value, keep, call)
+    sinks = hybrid.find_sinks(layer, key, value, keep, base, window.sinks)
     drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
-    out_w, mass_w, _ = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling)
+    out_w, mass_w = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling, sinks,
+                                             base)
     scale = scaling**0.5
     qf, stab_q = stabilised_features(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
     kf, stab_k = stabilised_features(key.float() * scale, w, is_query=False)
-    kf = kf * drop[..., None]
+    kf = kf * hybrid.not_sinks(drop, sinks, base)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
     num, den, final = _causal_sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
     mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + hybrid.safe_log(den)
     if layer is not None:
-        layer.state = {"S": final[0], "z": final[1], **hybrid.buffer_state(key, value, keep, window.size)}
+        layer.state = {"S": final[0], "z": final[1], **hybrid.buffer_state(key, value, keep, window.size, sinks)}
     return hybrid.combine(out_w, mass_w, _divide(num, den), mass_v, window.log_mix)
 
 
