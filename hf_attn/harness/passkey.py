@@ -29,29 +29,38 @@ def passkey_prompt(tokenizer, length: int, rng: random.Random) -> tuple[torch.Te
     return tokenizer(text, return_tensors="pt").input_ids, key
 
 
-def greedy_answer(model, tokenizer, new_tokens: int = 8) -> Callable[[torch.Tensor], str]:
-    """An answerer: the model's greedy continuation of a prompt, decoded to text."""
+def greedy_answer(model, tokenizer, new_tokens: int = 8) -> Callable[[list[torch.Tensor]], list[str]]:
+    """An answerer: the model's greedy continuations of a batch of prompts (left-padded), decoded to text."""
     device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     @torch.no_grad()
-    def answer(ids: torch.Tensor) -> str:
-        out = model.generate(ids.to(device), max_new_tokens=new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.eos_token_id)
-        return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    def answer(prompts: list[torch.Tensor]) -> list[str]:
+        width = max(p.shape[1] for p in prompts)
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, p in enumerate(prompts):
+            ids[row, width - p.shape[1]:], mask[row, width - p.shape[1]:] = p[0], 1
+        out = model.generate(ids.to(device), attention_mask=mask.to(device), max_new_tokens=new_tokens,
+                             do_sample=False, pad_token_id=pad)
+        return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
 
     return answer
 
 
-def passkey_accuracy(answer: Callable[[torch.Tensor], str], tokenizer, lengths=LENGTHS, samples: int = 50,
-                     seed: int = 0) -> dict[int, float]:
-    """Share of prompts per length whose answer's first 5-digit number is the key."""
+def passkey_accuracy(answer: Callable[[list[torch.Tensor]], list[str]], tokenizer, lengths=LENGTHS, samples: int = 50,
+                     seed: int = 0, batch_size: int = 10) -> dict[int, float]:
+    """Share of prompts per length whose answer's first 5-digit number is the key; `answer` takes `batch_size`
+    prompts at a time."""
     scores = {}
     for length in lengths:
         rng = random.Random(seed * 1_000_003 + length)
+        prompts = [passkey_prompt(tokenizer, length, rng) for _ in range(samples)]
         hits = 0
-        for _ in range(samples):
-            ids, key = passkey_prompt(tokenizer, length, rng)
-            found = KEY.search(answer(ids))
-            hits += bool(found and found.group() == key)
+        for start in range(0, samples, batch_size):
+            batch = prompts[start:start + batch_size]
+            for (_, key), text in zip(batch, answer([ids for ids, _ in batch])):
+                found = KEY.search(text)
+                hits += bool(found and found.group() == key)
         scores[length] = hits / samples
     return scores

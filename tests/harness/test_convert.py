@@ -1,5 +1,6 @@
 """hf-attn convert end to end on the CPU, the conversion verdict as a table, and passkey scoring that can fail."""
 import json
+import random
 import re
 import subprocess
 import sys
@@ -8,11 +9,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from hf_attn.assets import smollm2_path
+import hf_attn
+from hf_attn.assets import load_smollm2, smollm2_path
 from train_cases import REPO
 from hf_attn.cli import main
 from hf_attn.harness.convert import conversion_verdict, variant_share
-from hf_attn.harness.passkey import passkey_accuracy
+from hf_attn.harness.passkey import greedy_answer, passkey_accuracy, passkey_prompt
 
 T = {"ppl_wiki": 10.0, "decode_cache_mib": 100.0}
 
@@ -36,19 +38,35 @@ def test_variant_share():
 
 def test_passkey_oracle_scores_one_and_a_shuffled_answer_scores_zero():
     tok = AutoTokenizer.from_pretrained(smollm2_path())
-    oracle = lambda ids: re.search(r"pass key is (\d{5})", tok.decode(ids[0])).group(1)  # noqa: E731
+    key_of = lambda ids: re.search(r"pass key is (\d{5})", tok.decode(ids[0])).group(1)  # noqa: E731
+    oracle = lambda prompts: [key_of(ids) for ids in prompts]  # noqa: E731
     keys = []
 
-    def shuffled(ids):  # answers with the previous prompt's key
-        keys.append(oracle(ids))
-        return keys[-2] if len(keys) > 1 else "00000"
+    def shuffled(prompts):  # answers with the previous prompt's key
+        out = []
+        for ids in prompts:
+            keys.append(key_of(ids))
+            out.append(keys[-2] if len(keys) > 1 else "00000")
+        return out
 
     lengths = (128, 256)
-    assert passkey_accuracy(oracle, tok, lengths, samples=20) == {128: 1.0, 256: 1.0}
-    assert max(passkey_accuracy(shuffled, tok, lengths, samples=20).values()) <= 0.1
-    ids = []
-    passkey_accuracy(lambda x: ids.append(x.shape[1]) or "", tok, (512,), samples=3)
-    assert all(480 <= n <= 530 for n in ids), ids
+    assert passkey_accuracy(oracle, tok, lengths, samples=20, batch_size=7) == {128: 1.0, 256: 1.0}
+    assert max(passkey_accuracy(shuffled, tok, lengths, samples=20, batch_size=3).values()) <= 0.1
+    sizes = []
+    passkey_accuracy(lambda b: sizes.extend(x.shape[1] for x in b) or [""] * len(b), tok, (512,), samples=3)
+    assert len(sizes) == 3 and all(480 <= n <= 530 for n in sizes), sizes
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "holo"])
+def test_batched_passkey_answers_equal_one_at_a_time(attention):
+    """Left-padded batches answer as single prompts do (holo: with a window hybrid and its sinks)."""
+    model, tok = load_smollm2(attention)
+    if attention == "holo":
+        hf_attn.set_window(model, 16)
+    rng = random.Random(0)
+    prompts = [passkey_prompt(tok, n, rng)[0] for n in (60, 90, 75)]
+    answer = greedy_answer(model, tok, new_tokens=4)
+    assert answer(prompts) == [answer([p])[0] for p in prompts]
 
 
 RELOAD = """
