@@ -354,7 +354,7 @@ def dft_matrices(d: int, device) -> tuple[torch.Tensor, ...]:
 
 class _HoloCausal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, counts, init, unitary):
+    def forward(ctx, q, k, v, mask, counts, init, unitary, soft):
         q, k, v = unit_last_stride(q), unit_last_stride(k), unit_last_stride(v)
         b, hq, t, d = q.shape
         hkv = k.shape[1]
@@ -362,7 +362,7 @@ class _HoloCausal(torch.autograd.Function):
         dp, fp = cm.shape
         bt = token_block(dp, q.dtype)
         nb = triton.cdiv(t, bt)
-        consts = dict(DP=dp, FP=fp, BT=bt, UNITARY=unitary, SOFT2=SOFT**2, PREC=dot_precision(q.dtype))
+        consts = dict(DP=dp, FP=fp, BT=bt, UNITARY=unitary, SOFT2=soft**2, PREC=dot_precision(q.dtype))
         has_mask = mask is not None
         mask_arg = mask if has_mask else counts  # any float pointer; unread without HAS_MASK
         grid = (nb, b * hkv)
@@ -409,7 +409,7 @@ class _HoloCausal(torch.autograd.Function):
                       HAS_MASK=ctx.has_mask, **_launch("_bwd_dq", ctx.consts))
         _bwd_dkv[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, dst, dk, dv, *strides,
                        HAS_MASK=ctx.has_mask, **_launch("_bwd_dkv", ctx.consts))
-        return dq, dk, dv, None, None, total.view(b, hkv, 2, fp) if ctx.has_init else None, None
+        return dq, dk, dv, None, None, total.view(b, hkv, 2, fp) if ctx.has_init else None, None, None
 
 
 def state_width(head_dim: int) -> int:
@@ -424,11 +424,13 @@ def holo_causal(
     key_mask: torch.Tensor | None = None,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     unitary: bool = True,
+    soft: float = SOFT,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Causal holo attention, queries and keys at the same positions.
 
     q `(B, Hq, T, D)`, k/v `(B, Hkv, T, D)` (any strides with a unit last stride), `key_mask (B, T)` bool
-    (True = real token), `init = (memory (B, Hkv, 2, FP) fp32 packed, count (B,))` carried from earlier tokens.
+    (True = real token), `init = (memory (B, Hkv, 2, FP) fp32 packed, count (B,))` carried from earlier tokens;
+    `soft`: the unit projection's floor (`math.spectrum`).
     Returns `out (B, T, Hq, D)` in q's dtype and the final `(memory, count)` (no gradient through it).
     """
     b, hq, t, d = q.shape
@@ -440,7 +442,7 @@ def holo_causal(
     counts = ones.cumsum(-1)
     if n0 is not None:
         counts = counts + n0[:, None]
-    out, mem = _HoloCausal.apply(q, k, v, maskf, counts, mem0, unitary)
+    out, mem = _HoloCausal.apply(q, k, v, maskf, counts, mem0, unitary, soft)
     n = counts[:, -1].detach() if t else (n0 if n0 is not None else torch.zeros(b, device=q.device))
     return out, (mem, n)
 
