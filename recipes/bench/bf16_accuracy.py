@@ -17,7 +17,7 @@ between `holo` and `holo fp64 math` is holo's own arithmetic (the kernels' or th
 bf16 means the model's weights cast to bf16 (`--bf16 cast`) or fp32 weights under `torch.autocast` (`--bf16
 autocast`; both by default). On CUDA holo and performer take their Triton kernels where `kernels_enabled` says
 so; on CPU the PyTorch paths, unless `--interpret` runs the kernels under Triton's interpreter
-(`TRITON_INTERPRET=1` must be set before Python starts) with tf32 dots rounded as on the GPU
+(`TRITON_INTERPRET=1` must be set before Python starts) rounding as on the GPU
 (`hf_attn.kernels.emulate`). Prints a markdown table; writes `bf16_accuracy.json`.
 """
 from __future__ import annotations
@@ -106,16 +106,16 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @contextlib.contextmanager
 def kernels_on_cpu():
-    """Route holo/performer to their Triton kernels for CPU tensors (run by the interpreter, tf32 dots rounded as
-    on the GPU), by the same rule that picks them on CUDA."""
-    from hf_attn.kernels.emulate import tensor_core_dots
+    """Route holo/performer to their Triton kernels for CPU tensors (run by the interpreter, rounding as
+    on the GPU: `hf_attn.kernels.emulate`), by the same rule that picks them on CUDA."""
+    from hf_attn.kernels.emulate import gpu_arithmetic
 
     def as_on_cuda(x: torch.Tensor) -> bool:
         with mock.patch.object(torch.Tensor, "is_cuda", property(lambda self: True)):
             return kernels.kernels_enabled(x)
 
     with mock.patch.object(holo_attention, "kernels_enabled", as_on_cuda), \
-            mock.patch.object(performer_attention, "kernels_enabled", as_on_cuda), tensor_core_dots():
+            mock.patch.object(performer_attention, "kernels_enabled", as_on_cuda), gpu_arithmetic():
         yield
 
 
