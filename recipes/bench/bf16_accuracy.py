@@ -173,7 +173,7 @@ def main(argv=None) -> dict:
     p.add_argument("--t", type=int, default=777, help="tokens per row")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--holo-soft", nargs="*", type=float, default=[0.3],
+    p.add_argument("--holo-soft", nargs="*", type=float, default=[0.3, 0.5],
                    help=f"extra holo rows with these config.holo_soft floors (default floor: {SOFT})")
     p.add_argument("--no-fp64-row", action="store_true", help="leave out the 'holo fp64 math' row")
     p.add_argument("--bf16", nargs="+", default=["cast", "autocast"], choices=["cast", "autocast"],
