@@ -37,11 +37,11 @@ def _dft(d):
     return torch.complex(torch.cos(ang), torch.sin(ang))
 
 
-def _unitize(x):
+def _unitize(x, soft: float = 0.1):
     f = _dft(x.shape[-1])
     spec = x.to(torch.complex128) @ f.T
     power = spec.abs() ** 2
-    spec = spec / (power + 0.1**2 * power.mean(-1, keepdim=True) + 1e-12).sqrt()  # soft unit magnitude
+    spec = spec / (power + soft**2 * power.mean(-1, keepdim=True) + 1e-12).sqrt()  # soft unit magnitude
     return (spec @ f.conj().T).real / x.shape[-1]
 
 
@@ -99,8 +99,10 @@ def holo_reference(module, q, k, v, visible, bias, scaling):
     if getattr(parts, "q_map", None) is not None:
         q, k = _head_map(q, parts.q_map.detach()), _head_map(k, parts.k_map.detach())
         v = torch.nn.functional.pad(v, (0, q.shape[-1] - d))
-    if getattr(getattr(module, "config", None), "holo_unitary", True):
-        q, k = _unitize(q), _unitize(k)
+    config = getattr(module, "config", None)
+    if getattr(config, "holo_unitary", True):
+        soft = getattr(config, "holo_soft", 0.1)
+        q, k = _unitize(q, soft), _unitize(k, soft)
     db = q.shape[-1]
     k, v = _expand(k, hq), _expand(v, hq)
     n = torch.arange(db)

@@ -13,7 +13,9 @@ SPEC = dict(
     "correlation (Plate; Hrrformer)",
     complexity="O(T·D²) time (the real DFT runs as a D x (D+2) matmul; an FFT would make it O(T·D·log D)), "
     "O(T·D) memory (T5 position_bias / 4D masks: materialised O(T²·D))",
-    config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)", **WINDOW_KEYS},
+    config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)",
+                 "holo_soft": "floor of that projection, a fraction of the RMS bin magnitude (default 0.1; larger: "
+                              "smaller bf16 error, blurrier unbinding)", **WINDOW_KEYS},
 )
 
 __all__ = ["SPEC", "holo_attention_forward"]

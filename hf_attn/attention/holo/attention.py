@@ -3,7 +3,10 @@
 Each key/value pair is bound into one vector, `K_s * V_s` in the Fourier domain (circular convolution over
 head_dim); a query retrieves from the superposed memory by correlation, `o_t = irfft(conj(Q_t) * M_t) / n_t`
 (Plate 1995; Hrrformer, Alam et al. 2023). With `config.holo_unitary` (default True) the query and key spectra
-are projected to (soft) unit magnitude, so unbinding a stored key returns its value almost exactly.
+are projected to (soft) unit magnitude, so unbinding a stored key returns its value almost exactly; bins weaker
+than `config.holo_soft` (default 0.1) x the RMS bin magnitude are damped instead (`math.spectrum`). The floor
+sets how much holo amplifies the bf16 rounding of q and k: a larger one gives smaller bf16 errors, a blurrier
+unbinding (docs/kernels.md, "bf16 accuracy").
 
 Normalisation: `M_t` is the *mean* of the bound pairs a query may see, `n_t` = number of visible real keys
 (causal prefix, padding excluded); a query that sees no key returns zeros.
@@ -46,7 +49,7 @@ import torch
 from ...cache import RecurrentLayer, recurrent_layer
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
-from .math import bind, spectrum, unbind
+from .math import SOFT, bind, spectrum, unbind
 from ..common import (
     AttentionCall,
     autocast_entry,
@@ -154,12 +157,12 @@ def _cached_state(layer: RecurrentLayer | None, head_dim: int, packed: bool):
     return torch.cat([spec.real, spec.imag], -1), state["count"]
 
 
-def _holo_kernel(query, key, value, call: AttentionCall, project: bool, layer: RecurrentLayer | None):
+def _holo_kernel(query, key, value, call: AttentionCall, project: bool, soft: float, layer: RecurrentLayer | None):
     """The fused Triton path (CUDA): same math, state carried in the kernels' packed layout."""
     from . import kernel as kt
 
     init = _cached_state(layer, query.shape[-1], packed=True)
-    out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project)
+    out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project, soft)
     if layer is not None:
         layer.state = {"packed": mem, "count": n}
     return out
@@ -185,7 +188,7 @@ def _binding_inputs(module, query, key, value):
 
 
 def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: float, window: hybrid.Window, layer,
-                   p: float, project: bool):
+                   p: float, project: bool, soft: float):
     """Window softmax + holo over the older keys (`attention/window.py`), `(B, Hkv, G, Tq, D)`.
 
     holo's older part is the mean retrieval `unbind(q_t, mean of older bound pairs)`, and the older keys together
@@ -199,18 +202,29 @@ def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: floa
     drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
     out_w, mass_w = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling, sinks, base)
     q, k, v = _binding_inputs(module, query, key, value)
-    kv = bind(spectrum(k, project), spectrum(v, False)) * hybrid.not_sinks(drop, sinks, base)[..., None]
+    kv = bind(spectrum(k, project, soft), spectrum(v, False)) * hybrid.not_sinks(drop, sinks, base)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
     init = _cached_state(layer, q.shape[-1], packed=False)
     count = hybrid.not_sinks(keep, sinks, base).float()
-    num, n, state = holo_sums(spectrum(q, project), shift(kv), shift(count), older, init)
+    num, n, state = holo_sums(spectrum(q, project, soft), shift(kv), shift(count), older, init)
     if layer is not None:
         buffer = hybrid.buffer_state(key, value, keep, window.size, sinks)
         layer.state = {"memory": state[0], "count": state[1], **buffer}
     out_v = num[..., :d] / n.clamp_min(1.0)[:, :, None, :, None]
     mass_v = torch.where(n[:, :, None] > 0, mass_w, -math.inf)  # the older keys together weigh as the exact ones
     return hybrid.combine(out_w, mass_w, out_v, mass_v, window.log_mix)
+
+
+def _projection(module) -> tuple[bool, float]:
+    """`(holo_unitary, holo_soft)` from the module's config: whether q/k spectra are projected to unit magnitude,
+    and the projection's floor as a fraction of the RMS bin magnitude."""
+    config = getattr(module, "config", None)
+    soft = getattr(config, "holo_soft", SOFT)
+    if isinstance(soft, bool) or not isinstance(soft, (int, float)) or not 0 < soft < float("inf"):
+        raise HfAttnError(f"holo: config.holo_soft must be a positive number (the unit projection's floor as a "
+                          f"fraction of the RMS bin magnitude), got {soft!r}; set it to e.g. {SOFT} (the default).")
+    return bool(getattr(config, "holo_unitary", True)), float(soft)
 
 
 @autocast_entry
@@ -241,21 +255,21 @@ def holo_attention_forward(
             f"head_dim {query.shape[-1]}. Use 'performer' for this model."
         )
     p = check_dropout("holo", dropout, module)
-    project = bool(getattr(getattr(module, "config", None), "holo_unitary", True))
+    project, soft = _projection(module)
     want_map = bool(kwargs.get("output_attentions"))
     layer = recurrent_layer("holo", key, query.shape[2], call.causal and not call.materialised)
     window = hybrid.window_of("holo", module, query.shape[1], query.device)
     if window is not None:
         hybrid.check_window_call("holo", call, kwargs)
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
-        out = _window_hybrid(module, query, key, value, call, scaling, window, layer, p, project)
+        out = _window_hybrid(module, query, key, value, call, scaling, window, layer, p, project, soft)
         return ungroup(out).to(query.dtype), None
     d = query.shape[-1]
     fused = learned_parts(module) is None and kernels_enabled(query)  # the kernels bind q/k/v as they come
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
-        return _holo_kernel(query, key, value, call, project, layer), None
+        return _holo_kernel(query, key, value, call, project, soft, layer), None
     q, k, v = _binding_inputs(module, query, key, value)
-    q_spec, k_spec, v_spec = spectrum(q, project), spectrum(k, project), spectrum(v, False)
+    q_spec, k_spec, v_spec = spectrum(q, project, soft), spectrum(k, project, soft), spectrum(v, False)
     kv = bind(k_spec, v_spec)
     if p:
         kv = kv * (torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p)

@@ -53,7 +53,8 @@ LAUNCH = {
 
 
 def _launch(kernel: str, consts: dict) -> dict:
-    """Constexprs and launch options of `kernel` for the block size / precision in `consts`."""
+    """Keyword arguments (constexprs, the floor) and launch options of `kernel` for the block size / precision in
+    `consts`."""
     kc, warps, stages = LAUNCH[consts["BT"], consts["PREC"]][kernel]
     return dict(consts, KC=min(kc or consts["DP"], consts["DP"]), num_warps=warps, num_stages=stages)
 
@@ -114,7 +115,7 @@ def _to_rows(yr, yi, br_ptr, bi_ptr, s_bf: tl.constexpr, s_bn: tl.constexpr, f, 
 
 
 @triton.jit
-def _unit(xr, xi, ss, is0, SOFT2: tl.constexpr):
+def _unit(xr, xi, ss, is0, SOFT2):
     """Soft unit-magnitude projection of packed spectra (per bin, floor `SOFT^2 * |x|^2`, `ss = |x|^2`)."""
     p = xr * xr + xi * xi
     s = SOFT2 * ss[:, None] + 1e-12
@@ -124,7 +125,7 @@ def _unit(xr, xi, ss, is0, SOFT2: tl.constexpr):
 
 
 @triton.jit
-def _unit_bwd(xr, xi, ss, is0, dyr, dyi, SOFT2: tl.constexpr):
+def _unit_bwd(xr, xi, ss, is0, dyr, dyi, SOFT2):
     """Gradient of `_unit` -> (d spectrum re, d spectrum im, `c`: the gradient on x through the floor is `c * x`)."""
     p = xr * xr + xi * xi
     s = SOFT2 * ss[:, None] + 1e-12
@@ -140,7 +141,7 @@ def _unit_bwd(xr, xi, ss, is0, dyr, dyi, SOFT2: tl.constexpr):
 
 @triton.jit
 def _unit_spectra(x_ptr, s_xt, t, T, D, cm_ptr, sm_ptr, f, is0, DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr,
-                  KC: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+                  KC: tl.constexpr, UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     """Spectra of q or k rows: raw (re, im, `|x|^2`) and as used for binding/retrieval (projected with UNITARY)."""
     xr0, xi0, ss = _spectra(x_ptr, s_xt, t, T, D, 1.0, cm_ptr, sm_ptr, FP, 1, f, DP, FP, BT, KC, PREC)
     xr, xi = xr0, xi0
@@ -162,7 +163,7 @@ def _key_mask(mask_ptr, t, T, HAS_MASK: tl.constexpr):
 @triton.jit
 def _bound_pairs(k_ptr, v_ptr, mask_ptr, s_kt, s_vt, t, f, T, D, cm_ptr, sm_ptr, is0,
                  DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-                 HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+                 HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     """Masked `K_s * V_s` of one block."""
     kr0, ki0, ks, kr, ki = _unit_spectra(k_ptr, s_kt, t, T, D, cm_ptr, sm_ptr, f, is0,
                                          DP, FP, BT, KC, UNITARY, SOFT2, PREC)
@@ -175,7 +176,7 @@ def _bound_pairs(k_ptr, v_ptr, mask_ptr, s_kt, s_vt, t, f, T, D, cm_ptr, sm_ptr,
 @triton.jit
 def _memory(k_ptr, v_ptr, mask_ptr, start_ptr, s_kt, s_vt, t, f, T, D, cm_ptr, sm_ptr, is0,
             DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-            HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+            HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     """`M_t` at every token of the block: its bound pairs scanned in registers on top of the block's start."""
     br, bi = _bound_pairs(k_ptr, v_ptr, mask_ptr, s_kt, s_vt, t, f, T, D, cm_ptr, sm_ptr, is0,
                           DP, FP, BT, KC, HAS_MASK, UNITARY, SOFT2, PREC)
@@ -200,7 +201,7 @@ def _out_grad(do_ptr, s_ot, t, T, D, inv_n, icr_ptr, ici_ptr, f,
 @triton.jit
 def _dm(q_ptr, do_ptr, s_qt, s_ot, t, f, T, D, inv_n, cm_ptr, sm_ptr, icr_ptr, ici_ptr, is0,
         DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-        UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+        UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     """One query head's `dM_t = Q_t * G_t` (the gradient on the memory at each token of the block)."""
     qr0, qi0, qs, qr, qi = _unit_spectra(q_ptr, s_qt, t, T, D, cm_ptr, sm_ptr, f, is0,
                                          DP, FP, BT, KC, UNITARY, SOFT2, PREC)
@@ -212,7 +213,7 @@ def _dm(q_ptr, do_ptr, s_qt, s_ot, t, f, T, D, inv_n, cm_ptr, sm_ptr, icr_ptr, i
 def _fwd_state(k_ptr, v_ptr, mask_ptr, cm_ptr, sm_ptr, st_ptr,
                T, D, HKV, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, NB,
                DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-               HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+               HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     blk, bh, b, h, t, f, is0 = _block(HKV, FP, BT)
     br, bi = _bound_pairs(k_ptr + b * s_kb + h * s_kh, v_ptr + b * s_vb + h * s_vh, mask_ptr + b * T, s_kt, s_vt,
                           t, f, T, D, cm_ptr, sm_ptr, is0, DP, FP, BT, KC, HAS_MASK, UNITARY, SOFT2, PREC)
@@ -225,7 +226,7 @@ def _fwd_state(k_ptr, v_ptr, mask_ptr, cm_ptr, sm_ptr, st_ptr,
 def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, start_ptr, o_ptr, final_ptr,
          T, D, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot, NB,
          DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr, HAS_MASK: tl.constexpr,
-         UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr, STORE_FINAL: tl.constexpr):
+         UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr, STORE_FINAL: tl.constexpr):
     blk, bh, b, h, t, f, is0 = _block(HKV, FP, BT)
     mr, mi = _memory(k_ptr + b * s_kb + h * s_kh, v_ptr + b * s_vb + h * s_vh, mask_ptr + b * T,
                      start_ptr + (bh * NB + blk) * 2 * FP, s_kt, s_vt, t, f, T, D, cm_ptr, sm_ptr, is0,
@@ -248,7 +249,7 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr,
 def _bwd_state(q_ptr, do_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, dst_ptr,
                T, D, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_ob, s_oh, s_ot, NB,
                DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-               UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+               UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     blk, bh, b, h, t, f, is0 = _block(HKV, FP, BT)
     inv_n = _inv_counts(n_ptr + b * T, t, T)
     accr = tl.zeros((FP,), dtype=tl.float32)
@@ -268,7 +269,7 @@ def _bwd_state(q_ptr, do_ptr, n_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, dst_ptr,
 def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, do_ptr, cm_ptr, sm_ptr, icr_ptr, ici_ptr, start_ptr, dq_ptr,
             T, D, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot, NB,
             DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-            HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+            HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     """dq of the group's query heads: `conj(G_t) * M_t` through the unit projection and the DFT."""
     blk, bh, b, h, t, f, is0 = _block(HKV, FP, BT)
     mr, mi = _memory(k_ptr + b * s_kb + h * s_kh, v_ptr + b * s_vb + h * s_vh, mask_ptr + b * T,
@@ -294,7 +295,7 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, n_ptr, do_ptr, cm_ptr, sm_ptr, icr_p
              dk_ptr, dv_ptr,
              T, D, HKV, G: tl.constexpr, s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot, NB,
              DP: tl.constexpr, FP: tl.constexpr, BT: tl.constexpr, KC: tl.constexpr,
-             HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2: tl.constexpr, PREC: tl.constexpr):
+             HAS_MASK: tl.constexpr, UNITARY: tl.constexpr, SOFT2, PREC: tl.constexpr):
     """dk, dv of one key/value head from `dKV_s = mask_s sum_{t>=s} dM_t` (the group's query heads summed)."""
     blk, bh, b, h, t, f, is0 = _block(HKV, FP, BT)
     inv_n = _inv_counts(n_ptr + b * T, t, T)
@@ -354,7 +355,7 @@ def dft_matrices(d: int, device) -> tuple[torch.Tensor, ...]:
 
 class _HoloCausal(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, counts, init, unitary):
+    def forward(ctx, q, k, v, mask, counts, init, unitary, soft):
         q, k, v = unit_last_stride(q), unit_last_stride(k), unit_last_stride(v)
         b, hq, t, d = q.shape
         hkv = k.shape[1]
@@ -362,7 +363,8 @@ class _HoloCausal(torch.autograd.Function):
         dp, fp = cm.shape
         bt = token_block(dp, q.dtype)
         nb = triton.cdiv(t, bt)
-        consts = dict(DP=dp, FP=fp, BT=bt, UNITARY=unitary, SOFT2=SOFT**2, PREC=dot_precision(q.dtype))
+        # SOFT2 (the floor squared) is a runtime scalar, the rest constexprs: another floor compiles nothing new
+        consts = dict(DP=dp, FP=fp, BT=bt, UNITARY=unitary, SOFT2=soft**2, PREC=dot_precision(q.dtype))
         has_mask = mask is not None
         mask_arg = mask if has_mask else counts  # any float pointer; unread without HAS_MASK
         grid = (nb, b * hkv)
@@ -409,7 +411,7 @@ class _HoloCausal(torch.autograd.Function):
                       HAS_MASK=ctx.has_mask, **_launch("_bwd_dq", ctx.consts))
         _bwd_dkv[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, dst, dk, dv, *strides,
                        HAS_MASK=ctx.has_mask, **_launch("_bwd_dkv", ctx.consts))
-        return dq, dk, dv, None, None, total.view(b, hkv, 2, fp) if ctx.has_init else None, None
+        return dq, dk, dv, None, None, total.view(b, hkv, 2, fp) if ctx.has_init else None, None, None
 
 
 def state_width(head_dim: int) -> int:
@@ -424,11 +426,13 @@ def holo_causal(
     key_mask: torch.Tensor | None = None,
     init: tuple[torch.Tensor, torch.Tensor] | None = None,
     unitary: bool = True,
+    soft: float = SOFT,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Causal holo attention, queries and keys at the same positions.
 
     q `(B, Hq, T, D)`, k/v `(B, Hkv, T, D)` (any strides with a unit last stride), `key_mask (B, T)` bool
-    (True = real token), `init = (memory (B, Hkv, 2, FP) fp32 packed, count (B,))` carried from earlier tokens.
+    (True = real token), `init = (memory (B, Hkv, 2, FP) fp32 packed, count (B,))` carried from earlier tokens;
+    `soft`: the unit projection's floor (`math.spectrum`).
     Returns `out (B, T, Hq, D)` in q's dtype and the final `(memory, count)` (no gradient through it).
     """
     b, hq, t, d = q.shape
@@ -440,7 +444,7 @@ def holo_causal(
     counts = ones.cumsum(-1)
     if n0 is not None:
         counts = counts + n0[:, None]
-    out, mem = _HoloCausal.apply(q, k, v, maskf, counts, mem0, unitary)
+    out, mem = _HoloCausal.apply(q, k, v, maskf, counts, mem0, unitary, soft)
     n = counts[:, -1].detach() if t else (n0 if n0 is not None else torch.zeros(b, device=q.device))
     return out, (mem, n)
 

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-SOFT = 0.1  # bins weaker than SOFT x the vector's RMS bin magnitude are damped, not blown up to unit size
+SOFT = 0.1  # default `config.holo_soft`: bins weaker than SOFT x the RMS bin magnitude are damped, not made unit size
 
 
 @functools.lru_cache(maxsize=32)
@@ -32,18 +32,21 @@ def dft_matrices(head_dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor
     return fwd.float().to(device), inv.float().to(device)
 
 
-def spectrum(x: torch.Tensor, project: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def spectrum(x: torch.Tensor, project: bool, soft: float = SOFT) -> tuple[torch.Tensor, torch.Tensor]:
     """`(Re X, Im X)` of `X = rfft(x)`, optionally projected to (soft) unit magnitude.
 
-    The projection is `X / sqrt(|X|^2 + SOFT^2 * |x|^2)` (`|x|^2` is the mean bin power, by Parseval). A hard
+    The projection is `X / sqrt(|X|^2 + soft^2 * |x|^2)` (`|x|^2` is the mean bin power, by Parseval). A hard
     `X / |X|` gives a near-empty bin a phase set by rounding noise (bf16 logits then drift by 30% on small
-    models); the soft floor keeps bins at >= the RMS magnitude within 0.5% of unit size.
+    models); the soft floor keeps bins at >= the RMS magnitude within 0.5% of unit size (soft 0.1). The floor
+    also bounds how much an input error grows: a bin's phase moves by up to `error / soft` (its gradient by
+    `1 / soft^2`), which is where holo's bf16 error comes from (the rounding of q and k before attention;
+    docs/kernels.md). A larger `soft` trades exact unbinding for robustness to that rounding.
     """
     fwd, _ = dft_matrices(x.shape[-1], str(x.device))
     s = x.float() @ fwd
     re, im = s.chunk(2, dim=-1)
     if project:
-        scale = torch.rsqrt(re * re + im * im + SOFT**2 * x.float().square().sum(-1, keepdim=True) + 1e-12)
+        scale = torch.rsqrt(re * re + im * im + soft**2 * x.float().square().sum(-1, keepdim=True) + 1e-12)
         re, im = re * scale, im * scale
     return re, im
 
