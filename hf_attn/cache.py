@@ -87,7 +87,11 @@ class RecurrentLayer(CacheLayerMixin):
     def decodes_statically(self, query: torch.Tensor) -> bool:
         """A one-token step on a static layer that has state: the step a compiled decoder runs, which takes the
         PyTorch path (fixed shapes, in-place state; the Triton kernels serve the prefill)."""
-        return self.static and query.shape[-2] == 1 and bool(self.state)
+        return self.static and query.shape[-2] == 1 and self.has_state()
+
+    def has_state(self) -> bool:
+        """Whether a variant has written state (`len`: dynamo in torch 2.11 cannot trace `bool` of a dict)."""
+        return len(self.state) > 0
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Count the new tokens and tag the keys with this layer so the variant finds its state; keys are not stored.

@@ -138,7 +138,7 @@ def _cached_state(layer: RecurrentLayer | None, head_dim: int, packed: bool):
     """A `RecurrentCache` layer's state as `(memory, count)` in the layout one path uses: the PyTorch path's
     `[Re | Im]` `(B, Hkv, 2F)`, or the kernels' packed `(B, Hkv, 2, FP)` (`packed=True`). Each path stores its
     own layout, so a generation served by one path never converts; switching paths mid-way converts once."""
-    if layer is None or not layer.state:
+    if layer is None or not layer.has_state():
         return None
     return _in_layout(layer.state, head_dim, packed)
 

@@ -115,7 +115,7 @@ def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
 
 
 def _cached_state(layer: RecurrentLayer | None):
-    return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
+    return None if layer is None or not layer.has_state() else (layer.state["S"], layer.state["z"])
 
 
 def _features(module, d: int, m: int, seed: int, hkv: int, device) -> torch.Tensor:
