@@ -16,34 +16,82 @@ updated before it (the previous layer of this forward, or the last layer of the 
 that read its state. This needs no knowledge of which implementation a layer runs, so it also catches
 wrappers that route attention elsewhere and keys copied on their way (losing the tag); an unconsumed prefill
 (whose outputs are still exact) fails at the next layer or the first decode step, before a wrong token.
+
+Static state (`RecurrentCache(static=True)`): the state tensors are allocated once (at the prefill) and then
+updated in place at fixed addresses (`torch._dynamo.mark_static_address`, as transformers' `StaticCache` does), and
+the token count is a tensor, so a `torch.compile`d decoding step (CUDA graphs, `mode="reduce-overhead"`) stays
+valid from token to token. The cache then says `is_compileable`, and `generate` compiles its decoding steps on
+CUDA by itself. Window hybrids (`config.hf_attn_window`) keep growing buffers and need the default dynamic cache.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
+from transformers.utils import is_torchdynamo_compiling
 
-from .utils import HfAttnError
+from .utils import HfAttnError, mark_static
 
 _TAG = "_hf_attn_recurrent_layer"
 
 
 class RecurrentLayer(CacheLayerMixin):
-    """One layer's recurrent state (`state`, set by the variant) and the number of tokens it has seen."""
+    """One layer's recurrent state (`state`, written by the variant through `write_state`) and the number of
+    tokens it has seen (an int, or with `static=True` a 0-dim tensor updated in place)."""
 
-    is_compileable = False
     is_sliding = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, static: bool = False, **kwargs):
         super().__init__()
+        self.static = static
         self.state: dict[str, torch.Tensor] = {}
+        self._slots: dict[str, torch.Tensor] = {}  # static mode: the tensors `state` lives in, kept across `reset`
         self.variant: str | None = None
-        self.seen = 0
+        self.seen: int | torch.Tensor = torch.zeros((), dtype=torch.long) if static else 0
         self.consumed = True  # False from `update` until a variant reads the state (`recurrent_layer`)
+
+    @property
+    def is_compileable(self) -> bool:
+        """Only a static layer: its tensors keep their addresses, so a compiled/graphed step stays valid."""
+        return self.static
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         """Remember the device and dtype of the first keys; the state itself is created by the variant."""
         self.device, self.dtype = key_states.device, key_states.dtype
+        if self.static:
+            self.seen = self.seen.to(self.device)
+            mark_static(self.seen)
         self.is_initialized = True
+
+    def write_state(self, **tensors: torch.Tensor) -> None:
+        """Set the state to `tensors`. Static layers copy into their tensors in place (same addresses, so a
+        captured step stays valid); they allocate only outside a compiled region, when the layout or shapes change."""
+        if not self.static:
+            self.state = tensors
+            return
+        slots = self._slots
+        fits = slots.keys() == tensors.keys() and all(
+            slots[k].shape == v.shape and slots[k].dtype == v.dtype and slots[k].device == v.device
+            for k, v in tensors.items())
+        if not fits:
+            if is_torchdynamo_compiling():
+                raise HfAttnError("RecurrentCache(static=True): a compiled step would have to allocate the state "
+                                  "(its layout or batch changed); run the prefill uncompiled, as generate does.")
+            self._slots = slots = {k: mark_static(torch.empty_like(v, memory_format=torch.contiguous_format))
+                                   for k, v in tensors.items()}
+        for k, v in tensors.items():
+            slots[k].copy_(v)
+        self.state = dict(slots)
+
+    def decodes_statically(self, query: torch.Tensor) -> bool:
+        """A one-token step on a static layer that has state: the step a compiled decoder runs, which takes the
+        PyTorch path (fixed shapes, in-place state; the Triton kernels serve the prefill)."""
+        return self.static and query.shape[-2] == 1 and self.has_state()
+
+    def has_state(self) -> bool:
+        """Whether a variant has written state (`len`: dynamo in torch 2.11 cannot trace `bool` of a dict)."""
+        return len(self.state) > 0
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         """Count the new tokens and tag the keys with this layer so the variant finds its state; keys are not stored.
@@ -51,7 +99,10 @@ class RecurrentLayer(CacheLayerMixin):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         setattr(key_states, _TAG, self)
-        self.seen += key_states.shape[-2]
+        if self.static:
+            self.seen.add_(key_states.shape[-2])  # in place: a Python int would recompile every step
+        else:
+            self.seen += key_states.shape[-2]
         self.consumed = False
         return key_states, value_states
 
@@ -59,10 +110,10 @@ class RecurrentLayer(CacheLayerMixin):
         """`(kv_length, kv_offset)` for the mask builder: the attention sees only the new keys."""
         # the attention function sees only the new keys; earlier ones live in the state
         query_length = query_length.shape[0] if isinstance(query_length, torch.Tensor) else int(query_length)
-        return query_length, self.seen
+        return query_length, 0 if self.static else self.seen  # the offset is unused by the padding-mask builder
 
-    def get_seq_length(self, *args) -> int:
-        """Tokens seen so far."""
+    def get_seq_length(self, *args) -> int | torch.Tensor:
+        """Tokens seen so far (a 0-dim tensor for a static layer, like `StaticCache`)."""
         return self.seen
 
     def get_max_length(self) -> int:
@@ -74,8 +125,12 @@ class RecurrentLayer(CacheLayerMixin):
         return -1
 
     def reset(self) -> None:
-        """Drop the state and the token count, for a new sequence."""
-        self.state, self.variant, self.seen, self.consumed = {}, None, 0, True
+        """Drop the state and the token count, for a new sequence (a static layer keeps its tensors for reuse)."""
+        self.state, self.variant, self.consumed = {}, None, True
+        if self.static:
+            self.seen.zero_()
+        else:
+            self.seen = 0
 
     def offload(self):
         """Move the state to the CPU (offloaded caches)."""
@@ -88,15 +143,18 @@ class RecurrentLayer(CacheLayerMixin):
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         """Reorder the batch rows of the state for beam search."""
-        self.state = {k: v.index_select(0, beam_idx.to(v.device)) for k, v in self.state.items()}
+        if self.state:
+            self.write_state(**{k: v.index_select(0, beam_idx.to(v.device)) for k, v in self.state.items()})
 
     def batch_repeat_interleave(self, repeats: int) -> None:
         """Repeat each batch row of the state `repeats` times (beam or sample expansion in `generate`)."""
-        self.state = {k: v.repeat_interleave(repeats, dim=0) for k, v in self.state.items()}
+        if self.state:
+            self.write_state(**{k: v.repeat_interleave(repeats, dim=0) for k, v in self.state.items()})
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         """Keep only the batch rows `indices` of the state."""
-        self.state = {k: v[indices] for k, v in self.state.items()}
+        if self.state:
+            self.write_state(**{k: v[indices] for k, v in self.state.items()})
 
     def crop(self, tokens_to_remove: int) -> None:
         """Refuse: a running state cannot forget tokens (cropping to the same length is a no-op)."""
@@ -106,11 +164,21 @@ class RecurrentLayer(CacheLayerMixin):
 
 
 class RecurrentCache(Cache):
-    """Cache for `generate` with holo/performer: constant-size state per layer instead of growing K/V."""
+    """Cache for `generate` with holo/performer: constant-size state per layer instead of growing K/V.
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(layer_class_to_replicate=RecurrentLayer)
+    `static=True` keeps the state at fixed addresses, updated in place, and makes the cache `is_compileable`:
+    `generate` then compiles the decoding step (`torch.compile`, CUDA graphs) on CUDA by itself.
+    """
+
+    def __init__(self, *args, static: bool = False, **kwargs):
+        super().__init__(layer_class_to_replicate=functools.partial(RecurrentLayer, static=static))
+        self.static = static
         self._last: tuple[int, RecurrentLayer] | None = None  # the layer updated last, checked at the next update
+
+    @property
+    def is_compileable(self) -> bool:
+        """`static=True`: asked before the prefill creates the layers, so the flag answers, not the layers."""
+        return self.static
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         """`Cache.update`, refusing to go on if the previously updated layer's attention ignored its state."""
@@ -150,6 +218,13 @@ def recurrent_layer(variant: str, key: torch.Tensor, query_len: int, causal_self
                           f"got {key.shape[-2]}.")
     layer.variant, layer.consumed = variant, True
     return layer
+
+
+def refuse_static_state(variant: str, layer: RecurrentLayer | None, why: str) -> None:
+    """Stop a call whose state cannot live at fixed addresses from writing into a static cache."""
+    if layer is not None and layer.static:
+        raise HfAttnError(f"{variant}: RecurrentCache(static=True) cannot serve this model ({why}); use "
+                          "RecurrentCache() (the dynamic default) for it.")
 
 
 def tokens_seen(key: torch.Tensor) -> int:

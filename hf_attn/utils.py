@@ -1,9 +1,11 @@
-"""Small helpers shared across hf-attn: the error type, optional imports, atomic file writes."""
+"""Small helpers shared across hf-attn: the error type, optional imports, atomic file writes, compile-safe
+constants."""
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import fnmatch
+import functools
 import importlib
 import importlib.util
 import os
@@ -12,7 +14,9 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+import torch
 
 
 class HfAttnError(ValueError):
@@ -29,6 +33,37 @@ def require(module: str, *, extra: str | None = None, purpose: str = "this featu
         how = f"pip install 'hf-attn[{extra}]'" if extra else f"pip install {pip_name or module}"
         raise MissingDependencyError(f"{purpose} needs the optional package '{pip_name or module}'. Install it: {how}")
     return importlib.import_module(module)
+
+
+def mark_static(t: torch.Tensor) -> torch.Tensor:
+    """Tell dynamo that `t` keeps its address, as transformers' `StaticCache` does for its tensors (what lets a
+    CUDA-graphed step read or update it in place without copies); a no-op while tracing."""
+    if not torch.compiler.is_compiling():
+        torch._dynamo.mark_static_address(t)
+    return t
+
+
+def compile_constant(fn: Callable) -> Callable:
+    """Memoise `fn(*args)`, a tensor (or tuple of tensors) that never changes, for use inside compiled code.
+
+    Dynamo traces through `functools.lru_cache` (rebuilding the value in every graph: CPU work and uploads a
+    CUDA graph cannot hold, or a `torch.Generator` it cannot trace), but reads an entry of a plain dict as a
+    constant; the first, eager, call (the prefill) fills it. Values are marked static.
+    """
+    memo: dict = {}
+
+    @functools.wraps(fn)
+    def get(*args):
+        if args not in memo:
+            value = fn(*args)
+            for t in value if isinstance(value, tuple) else (value,):
+                if isinstance(t, torch.Tensor):
+                    mark_static(t)
+            memo[args] = value
+        return memo[args]
+
+    get.cache_clear = memo.clear
+    return get
 
 
 def _umask() -> int:

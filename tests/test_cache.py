@@ -158,3 +158,118 @@ def test_sliding_window_counts_the_tokens_in_the_state(variant):
     with torch.no_grad(), pytest.raises(hf_attn.HfAttnError, match="sliding window of 8 tokens.*covers 9 keys"):
         model.generate(input_ids=ids(1, 6), **{CACHE_KWARG: hf_attn.RecurrentCache()}, max_new_tokens=6,
                        do_sample=False, pad_token_id=0)
+
+
+def _padded_prompt():
+    prompt = ids(2, 7, seed=5)
+    mask = torch.ones_like(prompt)
+    mask[1, :3] = 0  # left padding
+    return prompt, mask
+
+
+def _generate(model, cache, new: int = 8, **kw):
+    """Greedy `generate` from a left-padded batch of 2: (sequences, scores (B, new, V))."""
+    prompt, mask = _padded_prompt()
+    with torch.no_grad():
+        gen = model.generate(input_ids=prompt, attention_mask=mask, **{CACHE_KWARG: cache}, max_new_tokens=new,
+                             do_sample=False, output_scores=True, return_dict_in_generate=True, pad_token_id=0, **kw)
+    return gen.sequences, torch.stack(gen.scores, 1)
+
+
+def _full_forward(model, sequences, new: int) -> torch.Tensor:
+    """Logits of one full forward over the generated sequences at the `new` generated positions."""
+    _, mask = _padded_prompt()
+    full_mask = torch.cat([mask, torch.ones(2, new, dtype=mask.dtype)], 1)[:, :-1]
+    pos = (full_mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.no_grad():
+        return model(input_ids=sequences[:, :-1], attention_mask=full_mask, position_ids=pos).logits[:, -new:]
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_static_state_matches_dynamic_cache_and_full_forward(variant):
+    """In-place state at fixed addresses decodes the tokens and logits of the dynamic cache and of a full
+    forward (GQA Llama, left-padded batch of 2, 8 new tokens), and the tensors never move."""
+    model = tiny_model("llama", variant)
+    cache = hf_attn.RecurrentCache(static=True)
+    seqs, static = _generate(model, cache)
+    _, dynamic = _generate(model, hf_attn.RecurrentCache())
+    torch.testing.assert_close(static, dynamic, rtol=0, atol=0)
+    torch.testing.assert_close(static, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
+    assert cache.is_compileable and not hf_attn.RecurrentCache().is_compileable
+    assert int(cache.get_seq_length()) == 7 + 8 - 1
+    layer = cache.layers[0]
+    where = {k: v.data_ptr() for k, v in layer.state.items()}
+    with torch.no_grad():
+        model(input_ids=seqs[:, -1:], **{CACHE_KWARG: cache}, use_cache=True)
+        layer.batch_select_indices(torch.tensor([1, 0]))  # same shape: reordered in place
+    assert {k: v.data_ptr() for k, v in layer.state.items()} == where
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_static_cache_reset_reuses_its_tensors(variant):
+    """A second `generate` on the same static cache starts afresh (same logits) in the same tensors."""
+    model = tiny_model("llama", variant)
+    cache = hf_attn.RecurrentCache(static=True)
+    _, first = _generate(model, cache, new=3)
+    where = {k: v.data_ptr() for k, v in cache.layers[1].state.items()}
+    cache.reset()
+    assert int(cache.get_seq_length()) == 0 and not cache.layers[1].state
+    _, second = _generate(model, cache, new=3)
+    torch.testing.assert_close(second, first, rtol=0, atol=0)
+    assert {k: v.data_ptr() for k, v in cache.layers[1].state.items()} == where
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_compiled_decoding_step_matches_full_forward(variant):
+    """`generate` compiles the decoding step by itself for a static cache (on CUDA; `_compile_all_devices` forces
+    it here): one graph, no graph break, no recompilation over 8 steps, and the logits of a full forward. The
+    aot_eager backend functionalises the in-place state updates as inductor does, in seconds on a CPU."""
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    model = tiny_model("llama", variant)
+    config = CompileConfig(backend="aot_eager", fullgraph=True, mode=None)
+    config._compile_all_devices = True
+    torch._dynamo.reset()
+    counters.clear()
+    seqs, scores = _generate(model, hf_attn.RecurrentCache(static=True), compile_config=config)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"], dict(counters)
+    torch.testing.assert_close(scores, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
+
+
+def test_inductor_compiled_decoding_step_matches_full_forward():
+    """The same with inductor, the backend `generate` uses by default (CPU: no CUDA graphs)."""
+    from transformers import CompileConfig
+
+    model = tiny_model("llama", "performer")
+    config = CompileConfig(fullgraph=True, mode="default")
+    config._compile_all_devices = True
+    torch._dynamo.reset()
+    seqs, scores = _generate(model, hf_attn.RecurrentCache(static=True), compile_config=config)
+    torch.testing.assert_close(scores, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
+
+
+def test_static_holo_prefill_on_the_kernels_decodes_on_the_pytorch_path(monkeypatch):
+    """The Triton kernels serve a static cache's prefill; its state is then kept in the PyTorch path's layout,
+    which the one-token (compiled) steps take even where the kernels are enabled."""
+    from hf_attn.attention.holo import attention as holo
+
+    monkeypatch.setattr(holo, "kernels_enabled", lambda x: True)  # CPU: the kernels run under Triton's interpreter
+    calls = []
+    kernel = holo._holo_kernel
+    monkeypatch.setattr(holo, "_holo_kernel", lambda *a: calls.append(a[0].shape[2]) or kernel(*a))
+    model = tiny_model("llama", "holo")
+    cache = hf_attn.RecurrentCache(static=True)
+    seqs, scores = _generate(model, cache, new=4)
+    assert calls == [7, 7] and set(cache.layers[0].state) == {"memory", "count"}  # prefill only, both layers
+    monkeypatch.setattr(holo, "kernels_enabled", lambda x: False)
+    torch.testing.assert_close(scores, _full_forward(model, seqs, 4), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_static_cache_refuses_a_window_hybrid(variant):
+    """A window hybrid keeps a growing key/value buffer, which cannot live at fixed addresses."""
+    model = tiny_model("llama", variant)
+    hf_attn.set_window(model, 4)
+    with pytest.raises(hf_attn.HfAttnError, match=r"static=True.*RecurrentCache\(\)"):
+        _generate(model, hf_attn.RecurrentCache(static=True), new=2)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from ..cache import tokens_seen
-from ..utils import HfAttnError
+from ..utils import HfAttnError, compile_constant
 
 
 PARTS_ATTR = "hf_attn_parts"
@@ -58,10 +58,17 @@ class AttentionCall:
         return self.bias is not None
 
 
+@compile_constant
+def _autocast_available(device_type: str) -> bool:
+    """`torch.amp.is_autocast_available`, memoised: dynamo in torch 2.11 cannot trace it (a graph break in every
+    layer of a compiled decoding step), but reads the memo."""
+    return torch.amp.is_autocast_available(device_type)
+
+
 def _autocast_dtype(device_type: str) -> torch.dtype | None:
     """The dtype autocast casts to on `device_type`, or None outside an autocast region (or on a device
     autocast does not know, e.g. meta)."""
-    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
+    if not _autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
     return torch.get_autocast_dtype(device_type)
 

@@ -10,6 +10,14 @@ Also checks what the cache is for: the logits of 10 cached decoding steps after 
 forwards over the same tokens (relative difference and argmax agreement; fp32 agrees to ~1e-6, bf16 rounds
 differently along the two paths).
 Writes `decode.json`, `decode.md` and `decode.png` under --out.
+
+`--compare` measures instead what compiling the decoding step buys, all through `model.generate` in one process:
+sdpa with its DynamicCache, sdpa with transformers' static cache + torch.compile (`cache_implementation="static"`,
+compiled by `generate` itself), and holo/performer with `RecurrentCache()` (eager) and `RecurrentCache(static=True)`
+(compiled, CUDA graphs), at `--contexts` (default 16k) for `--steps` tokens, with ratios against both sdpa
+baselines and each compiled variant's generated logits against full forwards. Writes `compare.json` and `compare.md`.
+
+    python recipes/bench/bench_decode.py --model-path DIR --out results/decode --compare     # H200: ~3 min
 """
 from __future__ import annotations
 
@@ -19,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM, CompileConfig, LlamaConfig, LogitsProcessor
 
 import hf_attn
 from hf_attn.harness.decode import decode_speed, new_cache
@@ -67,6 +75,100 @@ def decode_drift(model, attn: str, device: str, prompt: int = 290, steps: int = 
             "argmax_agree": (cached.argmax(-1) == full.argmax(-1)).float().mean().item()}
 
 
+class _StepClock(LogitsProcessor):
+    """Marks the time after the prefill's logits (synchronised) and counts the decoding steps after it, so the
+    prefill stays out of the decode rate; changes no logits."""
+
+    def __init__(self, device: str):
+        self.device, self.t0, self.steps = device, None, -1
+
+    def __call__(self, input_ids, scores):
+        self.steps += 1
+        if self.t0 is None:
+            sync(self.device)
+            self.t0 = time.perf_counter()
+        return scores
+
+
+# (label, attention, generate kwargs as a function of a fresh-or-reset cache); "cache" objects are reused
+COMPARED = (("sdpa dynamic", "sdpa", "dynamic"), ("sdpa static+compile", "sdpa", "static"),
+            ("holo", "holo", "recurrent"), ("holo compiled", "holo", "recurrent static"),
+            ("performer", "performer", "recurrent"), ("performer compiled", "performer", "recurrent static"))
+
+
+def _cache_kwargs(kind: str, cache) -> dict:
+    """generate kwargs of one compared setting; `cache` is the RecurrentCache to reuse (reset) or None."""
+    if kind == "dynamic":
+        return {}
+    if kind == "static":
+        return {"cache_implementation": "static"}  # generate keeps and resets its StaticCache between calls
+    cache.reset()
+    return {CACHE_KWARG: cache}
+
+
+@torch.no_grad()
+def generate_timed(model, ids, steps: int, device: str, kind: str, cache, compile_all: bool) -> tuple[float, torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """Greedy `generate` of `steps + 1` tokens: decode tokens/s after the prefill, the sequences and the scores."""
+    clock = _StepClock(device)
+    extra = {}
+    if compile_all:  # CPU smoke runs: compile there too (CUDA graphs apply on CUDA only)
+        extra["compile_config"] = CompileConfig(mode="default")
+        extra["compile_config"]._compile_all_devices = True
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps + 1,
+                         min_new_tokens=steps + 1, do_sample=False, pad_token_id=0, logits_processor=[clock],
+                         output_scores=True, return_dict_in_generate=True, **_cache_kwargs(kind, cache), **extra)
+    sync(device)
+    return clock.steps / (time.perf_counter() - clock.t0), out.sequences, torch.stack(out.scores, 1).float()
+
+
+@torch.no_grad()
+def generate_drift(model, sequences, scores) -> dict:
+    """Generated logits against one full forward over the same tokens: relative difference, argmax agreement."""
+    new = scores.shape[1]
+    full = model(input_ids=sequences[:, :-1]).logits[:, -new:].float()
+    seen = torch.isfinite(scores)  # min_new_tokens sets the EOS logit to -inf
+    scores, full = scores.where(seen, 0.0), full.where(seen, 0.0)
+    return {"rel_diff": ((scores - full).norm() / full.norm()).item(),
+            "argmax_agree": (scores.argmax(-1) == full.argmax(-1)).float().mean().item()}
+
+
+def compare(args, device: str, dtype) -> None:
+    """The table `--compare` prints and writes: tokens/s per setting and context, ratios to both sdpa baselines."""
+    contexts, steps = ([64], 4) if args.smoke else (args.contexts, args.steps)
+    rows = []
+    for label, attn, kind in COMPARED:
+        model = load(args, attn, device, dtype)
+        cache = hf_attn.RecurrentCache(static=kind.endswith("static")) if kind.startswith("recurrent") else None
+        compile_all = args.smoke and kind.endswith("static")
+        for t in contexts:
+            ids = torch.randint(5, model.config.vocab_size, (1, t), generator=torch.Generator().manual_seed(t)).to(device)
+            generate_timed(model, ids, steps, device, kind, cache, compile_all)  # warm-up: compile, graphs, same shapes
+            tps, seqs, scores = generate_timed(model, ids, steps, device, kind, cache, compile_all)
+            short = ids[:, :290]
+            _, s_seqs, s_scores = generate_timed(model, short, 10, device, kind, cache, compile_all)
+            rows.append({"setting": label, "T": t, "tokens_per_s": round(tps, 2),
+                         **generate_drift(model, s_seqs, s_scores)})
+            print(rows[-1], flush=True)
+        del model, cache
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    base = {(r["setting"], r["T"]): r["tokens_per_s"] for r in rows}
+    lines = ["| setting | context | tokens/s | x sdpa dynamic | x sdpa static+compile | rel. diff vs full | argmax agree |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        dyn, sta = base[("sdpa dynamic", r["T"])], base[("sdpa static+compile", r["T"])]
+        lines.append(f"| {r['setting']} | {r['T']} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / dyn:.2f} | "
+                     f"{r['tokens_per_s'] / sta:.2f} | {r['rel_diff']:.2e} | {r['argmax_agree']:.2f} |")
+    md = "\n".join(lines)
+    env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
+           "model": args.model_path or "tiny random Llama (smoke)", "dtype": str(dtype), "steps": steps}
+    out = Path(args.out)
+    write_text_atomic(out / "compare.json", json.dumps({"env": env, "rows": rows}, indent=1))
+    write_text_atomic(out / "compare.md", md + "\n")
+    print(md)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model-path", help="folder with SmolLM2 config + safetensors")
@@ -75,11 +177,16 @@ def main(argv=None) -> None:
     p.add_argument("--prefill", type=int, nargs="*", default=[2048, 16384])
     p.add_argument("--decode", type=int, nargs="*", default=[1024, 16384])
     p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--compare", action="store_true",
+                   help="compiled vs eager decoding through generate (sdpa dynamic/static+compile, holo, performer)")
+    p.add_argument("--contexts", type=int, nargs="*", default=[16384], help="prompt lengths for --compare")
     args = p.parse_args(argv)
     if not args.smoke and not args.model_path:
         p.error("--model-path is required unless --smoke")
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    if args.compare:
+        return compare(args, device, dtype)
     prefill, decode, steps = ([64, 128], [64, 128], 8) if args.smoke else (args.prefill, args.decode, args.steps)
     rows, drift = [], []
     for attn in VARIANTS:

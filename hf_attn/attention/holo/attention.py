@@ -46,7 +46,7 @@ import math
 
 import torch
 
-from ...cache import RecurrentLayer, recurrent_layer
+from ...cache import RecurrentLayer, recurrent_layer, refuse_static_state
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
 from .math import SOFT, bind, spectrum, unbind
@@ -70,6 +70,7 @@ CHUNK = 128
 def prefix_sum(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
     """Inclusive prefix sum along dim 2 of `(B, H, T, F)`: triangular matmuls within chunks, carries between."""
     b, h, t, f = x.shape
+    chunk = max(1, min(chunk, t))  # a short call (a decoding step) needs no padding to a full chunk
     pad = (-t) % chunk
     xc = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, chunk, f)
     tril = torch.ones(chunk, chunk, device=x.device, dtype=x.dtype).tril()
@@ -143,9 +144,13 @@ def _cached_state(layer: RecurrentLayer | None, head_dim: int, packed: bool):
     """A `RecurrentCache` layer's state as `(memory, count)` in the layout one path uses: the PyTorch path's
     `[Re | Im]` `(B, Hkv, 2F)`, or the kernels' packed `(B, Hkv, 2, FP)` (`packed=True`). Each path stores its
     own layout, so a generation served by one path never converts; switching paths mid-way converts once."""
-    if layer is None or not layer.state:
+    if layer is None or not layer.has_state():
         return None
-    state = layer.state
+    return _in_layout(layer.state, head_dim, packed)
+
+
+def _in_layout(state: dict, head_dim: int, packed: bool):
+    """`(memory, count)` of `state` (either path's layout) in the packed or the `[Re | Im]` layout."""
     if packed == ("packed" in state):
         return state["packed" if packed else "memory"], state["count"]
     from . import kernel as kt
@@ -163,8 +168,11 @@ def _holo_kernel(query, key, value, call: AttentionCall, project: bool, soft: fl
 
     init = _cached_state(layer, query.shape[-1], packed=True)
     out, (mem, n) = kt.holo_causal(query, key, value, call.key_padding, init, project, soft)
-    if layer is not None:
-        layer.state = {"packed": mem, "count": n}
+    if layer is not None and layer.static:  # its compiled decoding steps run the PyTorch path: convert once here
+        mem, n = _in_layout({"packed": mem, "count": n}, query.shape[-1], packed=False)
+        layer.write_state(memory=mem, count=n)
+    elif layer is not None:
+        layer.write_state(packed=mem, count=n)
     return out
 
 
@@ -261,11 +269,13 @@ def holo_attention_forward(
     window = hybrid.window_of("holo", module, query.shape[1], query.device)
     if window is not None:
         hybrid.check_window_call("holo", call, kwargs)
+        refuse_static_state("holo", layer, "a window hybrid keeps a growing key/value buffer")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         out = _window_hybrid(module, query, key, value, call, scaling, window, layer, p, project, soft)
         return ungroup(out).to(query.dtype), None
     d = query.shape[-1]
-    fused = learned_parts(module) is None and kernels_enabled(query)  # the kernels bind q/k/v as they come
+    static_step = layer is not None and layer.decodes_statically(query)  # compiled decoding: PyTorch path
+    fused = not static_step and learned_parts(module) is None and kernels_enabled(query)  # kernels bind q/k/v as they come
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, soft, layer), None
     q, k, v = _binding_inputs(module, query, key, value)
@@ -283,7 +293,7 @@ def holo_attention_forward(
         out, state = holo_linear(q_spec, kv, call, _cached_state(layer, q.shape[-1], packed=False))
         out = ungroup(out)
         if layer is not None:
-            layer.state = {"memory": state[0], "count": state[1]}
+            layer.write_state(memory=state[0], count=state[1])
     if want_map:
         weights = contribution_map(q_spec, k_spec, v_spec, w).to(query.dtype)
     return out[..., :d].to(query.dtype), weights

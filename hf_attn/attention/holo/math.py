@@ -6,15 +6,16 @@ kernels (`kernel.py`) compute the same quantities.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 
+from ...utils import compile_constant
+
 SOFT = 0.1  # default `config.holo_soft`: bins weaker than SOFT x the RMS bin magnitude are damped, not made unit size
 
 
-@functools.lru_cache(maxsize=32)
+@compile_constant
 def dft_matrices(head_dim: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Real DFT pair: `x @ fwd = [Re X | Im X]` (D x 2F) and `[Re X | Im X] @ inv = x` (2F x D), F = D//2 + 1.
 

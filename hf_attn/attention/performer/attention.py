@@ -39,7 +39,7 @@ import dataclasses
 
 import torch
 
-from ...cache import RecurrentLayer, recurrent_layer
+from ...cache import RecurrentLayer, recurrent_layer, refuse_static_state
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
 from .features import feature_map, key_stabiliser_value, layer_settings, random_features, stabilised_features
@@ -78,6 +78,7 @@ def _causal_sums(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
     final = (state + torch.einsum("bhtm,bhtd->bhmd", kf[:, :, off:], v[:, :, off:]), norm + kf[:, :, off:].sum(2))
     kf, v = kf[:, :, off:], v[:, :, off:]
     t = kf.shape[2]
+    chunk = max(1, min(chunk, t))  # a short call (a decoding step) needs no padding to a full chunk
     pad = (-t) % chunk
     if pad:
         qf, kf, v = (torch.nn.functional.pad(x, (0, 0, 0, pad)) for x in (qf, kf, v))
@@ -114,7 +115,7 @@ def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
 
 
 def _cached_state(layer: RecurrentLayer | None):
-    return None if layer is None or not layer.state else (layer.state["S"], layer.state["z"])
+    return None if layer is None or not layer.has_state() else (layer.state["S"], layer.state["z"])
 
 
 def _features(module, d: int, m: int, seed: int, hkv: int, device) -> torch.Tensor:
@@ -188,16 +189,18 @@ def performer_attention_forward(
     layer = recurrent_layer("performer", key, query.shape[2], call.causal and not call.materialised)
     if window is not None:
         hybrid.check_window_call("performer", call, kwargs)
+        refuse_static_state("performer", layer, "a window hybrid keeps a growing key/value buffer")
         out = _window_hybrid(query, key, value, call, w, scaling, window, layer, p)
         return ungroup(out).to(query.dtype), None
-    fused = w.dim() == 2 and kernels_enabled(query)  # the kernels take one random (m, D) projection per layer
+    static_step = layer is not None and layer.decodes_statically(query)  # compiled decoding: PyTorch path
+    fused = not static_step and w.dim() == 2 and kernels_enabled(query)  # kernels take one (m, D) projection per layer
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         from .kernel import performer_causal
 
         out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer),
                                       key_stabiliser_value(d, m, seed))
         if layer is not None:
-            layer.state = {"S": state[0], "z": state[1]}
+            layer.write_state(S=state[0], z=state[1])
         return out, None
     qf = feature_map(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
     kf = feature_map(key.float() * scale, w, is_query=False)
@@ -216,7 +219,7 @@ def performer_attention_forward(
         out, state = _causal_linear(qf, kf, vf, call, init=_cached_state(layer))
         out = ungroup(out)
         if layer is not None:
-            layer.state = {"S": state[0], "z": state[1]}
+            layer.write_state(S=state[0], z=state[1])
     else:
         out = ungroup(_global_linear(qf, kf, vf, call))
     return out.to(query.dtype), None if weights is None else weights.to(query.dtype)

@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from ...utils import HfAttnError
+from ...utils import HfAttnError, compile_constant
 
 DEFAULT_NUM_FEATURES = 256
 
@@ -26,14 +26,14 @@ def _features_cpu(head_dim: int, num_features: int, seed: int) -> torch.Tensor:
     return (w * norms).float()
 
 
-@functools.lru_cache(maxsize=256)
+@compile_constant
 def random_features(head_dim: int, num_features: int, seed: int, device) -> torch.Tensor:
     """Orthogonal random features `(m, D)`, deterministic in `(head_dim, m, seed)`; kept per device, so a
     forward uploads nothing (an upload per call also cannot be captured in a CUDA graph). Read-only."""
     return _features_cpu(head_dim, num_features, seed).to(device)
 
 
-@functools.lru_cache(maxsize=256)
+@compile_constant
 def key_stabiliser_value(head_dim: int, num_features: int, seed: int) -> float:
     """`key_stabiliser` of those features as a float, computed once on the CPU (no device sync per call)."""
     return float(key_stabiliser(_features_cpu(head_dim, num_features, seed)))

@@ -17,3 +17,15 @@ def test_smoke_run_times_variants_and_cached_decoding_equals_full_forwards(tmp_p
     assert [d["attn"] for d in saved["drift"]] == list(bench.VARIANTS)
     assert all(d["rel_diff"] < 1e-4 and d["argmax_agree"] == 1.0 for d in saved["drift"])  # fp32 on CPU
     assert "argmax agreement" in (tmp_path / "decode.md").read_text() and (tmp_path / "decode.png").stat().st_size
+
+
+def test_compare_times_eager_and_compiled_decoding_against_both_sdpa_baselines(tmp_path):
+    """`--compare`: every setting timed through generate, compiled ones included, and all agree with full forwards."""
+    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke", "--compare", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == [label for label, _, _ in bench.COMPARED]
+    assert all(r["tokens_per_s"] > 0 and r["rel_diff"] < 1e-4 and r["argmax_agree"] == 1.0 for r in rows)
+    assert "x sdpa static+compile" in (tmp_path / "compare.md").read_text()
