@@ -105,13 +105,18 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None
     return _divide(num, den), final
 
 
-def _global_linear(qf, kf, v, call: AttentionCall) -> torch.Tensor:
+def _global_linear(qf, kf, v, call: AttentionCall, init=None):
+    """Every query sees every key (encoders; a one-token decoding step): `(B, Hkv, G, Tq, Dv)` and the state
+    `(S, z)`, which includes `init`. The output reads only that state, never `init` itself: a compiled step that
+    updates the cache in place may write the new state over `init`'s memory (inductor in torch 2.11 does)."""
     state = torch.einsum("bhtm,bhtd->bhmd", kf, v)
     norm = kf.sum(2)
+    if init is not None:
+        state, norm = state + init[0], norm + init[1]
     qg = group_queries(qf, call.groups)
     num = torch.einsum("bhgtm,bhmd->bhgtd", qg, state)
     den = torch.einsum("bhgtm,bhm->bhgt", qg, norm)
-    return _divide(num, den)
+    return _divide(num, den), (state, norm)
 
 
 def _cached_state(layer: RecurrentLayer | None):
@@ -216,10 +221,11 @@ def performer_attention_forward(
     if call.materialised:
         out = (weights @ expand_kv(vf, call.groups)).transpose(1, 2).contiguous()
     elif call.causal:
-        out, state = _causal_linear(qf, kf, vf, call, init=_cached_state(layer))
+        linear = _global_linear if query.shape[2] == 1 else _causal_linear  # one query sees every key
+        out, state = linear(qf, kf, vf, call, init=_cached_state(layer))
         out = ungroup(out)
         if layer is not None:
             layer.write_state(S=state[0], z=state[1])
     else:
-        out = ungroup(_global_linear(qf, kf, vf, call))
+        out = ungroup(_global_linear(qf, kf, vf, call)[0])
     return out.to(query.dtype), None if weights is None else weights.to(query.dtype)
