@@ -48,7 +48,8 @@ def compile_constant(fn: Callable) -> Callable:
 
     Dynamo traces through `functools.lru_cache` (rebuilding the value in every graph: CPU work and uploads a
     CUDA graph cannot hold, or a `torch.Generator` it cannot trace), but reads an entry of a plain dict as a
-    constant; the first, eager, call (the prefill) fills it. Values are marked static.
+    constant; the first call must be eager (the prefill): a value first made inside a CUDA graph is overwritten
+    by its next replay. Values are marked static.
     """
     memo: dict = {}
 
@@ -63,6 +64,7 @@ def compile_constant(fn: Callable) -> Callable:
         return memo[args]
 
     get.cache_clear = memo.clear
+    get.cached = lambda *args: args in memo
     return get
 
 

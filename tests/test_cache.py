@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import hf_attn
+from hf_attn.attention.holo.math import dft_matrices
 from hf_attn.utils import CACHE_KWARG
 from harness import ids, recurrent_generate_gap, tiny_model
 
@@ -260,6 +261,12 @@ def test_static_holo_prefill_on_the_kernels_decodes_on_the_pytorch_path(monkeypa
     monkeypatch.setattr(holo, "_holo_kernel", lambda *a: calls.append(a[0].shape[2]) or kernel(*a))
     model = tiny_model("llama", "holo")
     cache = hf_attn.RecurrentCache(static=True)
+    dft_matrices.cache_clear()
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    with torch.no_grad():  # the prefill alone makes the steps' constants (one first made in a CUDA graph is lost)
+        model(input_ids=ids(1, 5), **{CACHE_KWARG: hf_attn.RecurrentCache(static=True)}, use_cache=True)
+    assert dft_matrices.cached(head_dim, "cpu")
+    calls.clear()
     seqs, scores = _generate(model, cache, new=4)
     assert calls == [7, 7] and set(cache.layers[0].state) == {"memory", "count"}  # prefill only, both layers
     monkeypatch.setattr(holo, "kernels_enabled", lambda x: False)

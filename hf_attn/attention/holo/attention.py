@@ -49,7 +49,7 @@ import torch
 from ...cache import RecurrentLayer, recurrent_layer, refuse_static_state
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
-from .math import SOFT, bind, spectrum, unbind
+from .math import SOFT, bind, dft_matrices, spectrum, unbind
 from ..common import (
     AttentionCall,
     autocast_entry,
@@ -171,6 +171,7 @@ def _holo_kernel(query, key, value, call: AttentionCall, project: bool, soft: fl
     if layer is not None and layer.static:  # its compiled decoding steps run the PyTorch path: convert once here
         mem, n = _in_layout({"packed": mem, "count": n}, query.shape[-1], packed=False)
         layer.write_state(memory=mem, count=n)
+        dft_matrices(query.shape[-1], str(query.device))  # made here, eagerly: not inside the steps' CUDA graph
     elif layer is not None:
         layer.write_state(packed=mem, count=n)
     return out
