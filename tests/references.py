@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from hf_attn.attention.performer.features import DEFAULT_NUM_FEATURES, random_features
+from hf_attn.attention.performer.features import DEFAULT_NUM_FEATURES, KEY_FLOOR, random_features
 from hf_attn.attention.gauge import settings_from_config, wigner_d
 
 
@@ -135,12 +135,14 @@ def performer_reference(module, q, k, v, visible, bias, scaling):
     w_q = w_k.repeat_interleave(hq // hkv, 0)
     s = (d**-0.5 if scaling is None else scaling) ** 0.5
 
-    def phi(x, w_heads):
+    def phi(x, w_heads, floor=-math.inf):
         x = x.double() * s
-        return torch.exp(torch.einsum("bhtd,hmd->bhtm", x, w_heads) - (x**2).sum(-1, keepdim=True) / 2) / math.sqrt(
-            w_heads.shape[1])
+        log_f = torch.einsum("bhtd,hmd->bhtm", x, w_heads) - (x**2).sum(-1, keepdim=True) / 2
+        return torch.exp(log_f.clamp_min(floor)) / math.sqrt(w_heads.shape[1])
 
-    kernel = phi(q, w_q) @ _expand(phi(k, w_k), hq).transpose(-1, -2)
+    # keys' log-features are floored at KEY_FLOOR below max_i |W_i|^2 / 4 (one constant per key/value head)
+    key_floor = (w_k.norm(dim=-1) ** 2).amax(-1).view(1, hkv, 1, 1) / 4 + KEY_FLOOR
+    kernel = phi(q, w_q) @ _expand(phi(k, w_k, key_floor), hq).transpose(-1, -2)
     size, gamma, recent, older = _window_split(module, visible, hq)
     if not size:
         out = _weights(kernel.log(), visible, bias) @ _expand(v.double(), hq)

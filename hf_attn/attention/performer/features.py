@@ -12,6 +12,7 @@ import torch
 from ...utils import HfAttnError, compile_constant
 
 DEFAULT_NUM_FEATURES = 256
+KEY_FLOOR = -60.0  # a key's log-features (after its stabiliser) never fall below this: e^-60 ~ 1e-26
 
 
 @functools.lru_cache(maxsize=256)
@@ -74,11 +75,20 @@ def stabilised_features(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> tup
     numerator and the denominator exactly), so the largest is 1/sqrt(m) whatever |q| is. Stabilising by the
     projection alone left `exp(-|q|^2/2)` in, and SmolLM2's queries (|q|^2/2 ~ 60 after scaling) then gave
     denominators of 1e-43 and infinite gradients in the first steps of a recovery fine-tune.
+
+    Keys' log-features are floored at `KEY_FLOOR` below their stabiliser. Keys of large norm otherwise have
+    features so small that a query seeing only such keys gets a subnormal denominator (8e-40 in a SmolLM2-135M
+    performer conversion) and the division's gradient (`out / den`) overflows: the attention transfer turned NaN
+    at its 18th step. With the floor the denominator is >= e^-60 / m; a floored key weighs
+    ~e^-60 of the query's largest feature, which changes nothing a softmax would notice.
     """
     proj = x @ w.T if w.dim() == 2 else torch.einsum("bhtd,hmd->bhtm", x, w.to(x.dtype))
     log_f = proj - x.pow(2).sum(-1, keepdim=True) / 2
-    stab = log_f.amax(-1, keepdim=True).detach() if is_query else key_stabiliser(w)
-    return torch.exp(log_f - stab) / math.sqrt(w.shape[-2]), stab
+    if is_query:
+        stab = log_f.amax(-1, keepdim=True).detach()
+        return torch.exp(log_f - stab) / math.sqrt(w.shape[-2]), stab
+    stab = key_stabiliser(w)
+    return torch.exp((log_f - stab).clamp_min(KEY_FLOOR)) / math.sqrt(w.shape[-2]), stab
 
 
 def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:

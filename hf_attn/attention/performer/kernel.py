@@ -28,7 +28,7 @@ import triton.language as tl
 from ...kernels import dot_precision, token_block
 from ...kernels.scan import scan_blocks_
 from ...kernels.tiles import load_rows, unit_last_stride
-from .features import key_stabiliser
+from .features import KEY_FLOOR as KEY_FLOOR_VALUE, key_stabiliser
 
 BLOCK_M = 64
 
@@ -49,6 +49,8 @@ def operand_type(dtype: torch.dtype, padded_head_dim: int) -> str:
 
 
 TINY = tl.constexpr(1.1754944e-38)  # float32 tiny, the clamp the PyTorch path uses
+KEY_FLOOR = tl.constexpr(KEY_FLOOR_VALUE)
+FLOOR_FEATURE = tl.constexpr(math.exp(KEY_FLOOR_VALUE) * (1 + 1e-6))  # a floored key's feature x sqrt(m), rounded up
 
 
 @triton.jit
@@ -85,6 +87,18 @@ def _feat(x, w, half_sq, stab, col_ok, inv_sqrt_m, PREC: tl.constexpr):
 
 
 @triton.jit
+def _key_feat(x, w, half_sq, stab, col_ok, inv_sqrt_m, PREC: tl.constexpr):
+    """Key features: `_feat` with the log-features floored at `KEY_FLOOR` below the stabiliser (`features.py`)."""
+    return tl.where(col_ok, tl.exp(tl.maximum(_logits(x, w, half_sq, PREC) - stab, KEY_FLOOR)) * inv_sqrt_m, 0.0)
+
+
+@triton.jit
+def _key_slope(kf, inv_sqrt_m):
+    """`d kf / d logit` of key features: `kf` itself, 0 where the floor holds it."""
+    return tl.where(kf > FLOOR_FEATURE * inv_sqrt_m, kf, 0.0)
+
+
+@triton.jit
 def _load_w(w_ptr, mb, d, M, D, BM: tl.constexpr):
     j = mb * BM + tl.arange(0, BM)
     return tl.load(w_ptr + j[:, None] * D + d[None, :], mask=(j[:, None] < M) & (d[None, :] < D), other=0.0), j
@@ -114,7 +128,7 @@ def _fwd_state(k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr,
     k, k_sq, v, m = _key_features(k_ptr, v_ptr, mask_ptr, b, h, t, d, T, D, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt,
                                   scale, HAS_MASK)
     w, j = _load_w(w_ptr, mb, d, M, D, BM)
-    kf = _feat(k, w, k_sq, kstab, (j < M)[None, :], inv_sqrt_m, PREC) * m[:, None]
+    kf = _key_feat(k, w, k_sq, kstab, (j < M)[None, :], inv_sqrt_m, PREC) * m[:, None]
     base = (bh * NC + c) * MP + j
     tl.store(st_ptr + base[:, None] * DP + d[None, :], _mm(tl.trans(kf), v, OP, PREC).to(st_ptr.dtype.element_ty))
     tl.store(zt_ptr + base, tl.sum(kf, 0))
@@ -162,7 +176,7 @@ def _fwd(q_ptr, k_ptr, v_ptr, mask_ptr, w_ptr, st_ptr, zt_ptr, o_ptr, den_ptr, q
         rescale = tl.exp(qmax - new)
         qmax = new
         qf = _phi(lq, new[:, None], ok, inv_sqrt_m)
-        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        kf = _key_feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
         s, z = _chunk_state(st_ptr, zt_ptr, mb, j, d, bh, NC, c, DP, MP)
         num = num * rescale[:, None] + _mm(qf, s, OP, PREC)
         den = den * rescale + tl.sum(qf * z[None, :], 1)
@@ -244,7 +258,7 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr,
         w, j = _load_w(w_ptr, mb, d, M, D, BM)
         ok = (j < M)[None, :]
         qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
-        kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+        kf = _key_feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
         s, z = _chunk_state(st_ptr, zt_ptr, mb, j, d, bh, NC, c, DP, MP)
         dqf = _mm(gn, tl.trans(s), OP, PREC) + gd[:, None] * z[None, :] + _mm(bt, kf, OP, PREC)
         du = dqf * qf
@@ -286,14 +300,14 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, mask_ptr, do_ptr, den_ptr, delta_ptr, qmax_ptr
         for mb in range(MP // BM):
             w, j = _load_w(w_ptr, mb, d, M, D, BM)
             ok = (j < M)[None, :]
-            kf = _feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
+            kf = _key_feat(k, w, k_sq, kstab, ok, inv_sqrt_m, PREC) * m[:, None]
             qf = _feat(q, w, q_sq, qmax[:, None], ok, inv_sqrt_m, PREC)
             dkf = _mm(tl.trans(bt), qf, OP, PREC)
             if g == 0:
                 r, rz = _chunk_state(rt_ptr, rzt_ptr, mb, j, d, bh, NC, c, DP, MP)
                 dkf += _mm(v, tl.trans(r), OP, PREC) + rz[None, :]
                 dv += _mm(kf, r, OP, PREC)
-            du = dkf * kf
+            du = dkf * _key_slope(kf, inv_sqrt_m)
             dkp += _mm(du, w, OP, PREC)
             rs += tl.sum(du, 1)
             a += _mm(qf, tl.trans(kf), OP, PREC)

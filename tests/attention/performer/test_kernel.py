@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from kernel_cases import INTERPRETED, assert_agrees, inputs, kernels_take, module
+from references import performer_reference
 
 from hf_attn.attention.performer.attention import performer_attention_forward, random_features
 from hf_attn.attention.performer import kernel as kt
@@ -76,3 +77,30 @@ def test_large_norm_queries_keep_finite_gradients():
     for fast in (lambda q, k, v: kt.performer_causal(q, k, v, w, 64**-0.25, None)[0],
                  lambda q, k, v: performer_attention_forward(mod, q, k, v, None)[0]):
         assert_agrees(fast, ref, q, k, v, torch.float32)
+
+
+def test_large_norm_keys_keep_finite_gradients():
+    """Keys of large norm (attention sinks) had features ~1e-40: a query seeing only them got a subnormal
+    denominator and inf/NaN gradients (a SmolLM2 attention transfer turned NaN at step 18). Their log-features
+    are floored at KEY_FLOOR below the stabiliser: outputs and gradients match the float64 reference."""
+    q, k, v, _ = inputs(1, 4, 2, 70, 32, torch.float32, False)
+    with torch.no_grad():
+        k[:, :, :3].mul_(7.0)  # the first keys' largest log-feature ~75 below the stabiliser
+    mod = module(performer_num_features=64)
+    visible = torch.ones(70, 70, dtype=torch.bool).tril().expand(1, 4, 70, 70)
+    ref = lambda q, k, v: performer_reference(mod, q, k, v, visible, None, None)  # noqa: E731
+    assert_agrees(lambda q, k, v: performer_attention_forward(mod, q, k, v, None)[0], ref, q, k, v, torch.float32)
+
+
+def test_kernel_floors_key_features_as_the_pytorch_path():
+    """The same large-norm first keys through the kernel: its outputs are the PyTorch path's and its gradients
+    finite. (Those of the first queries, which see only floored keys, are ill-conditioned: d out / d den ~ 1/den,
+    large terms that cancel, which the kernel's tf32 products do not resolve as fp32 autograd does.)"""
+    q, k, v, _ = inputs(1, 4, 2, 70, 32, torch.float32, False)
+    with torch.no_grad():
+        k[:, :, :3].mul_(7.0)
+    mod = module(performer_num_features=64)
+    w = random_features(32, 64, 1009, q.device)
+    out = kt.performer_causal(q, k, v, w, 32**-0.25, None)[0]
+    torch.testing.assert_close(out, performer_attention_forward(mod, q, k, v, None)[0], rtol=1e-4, atol=1e-5)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(out.square().sum(), (q, k, v)))
