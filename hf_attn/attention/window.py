@@ -103,7 +103,7 @@ def set_window(model: torch.nn.Module, size: int, mix: float | None = None,
     Sinks: without its first tokens a sliding window loses the "attention sink" most heads park their weight on
     (Xiao et al. 2024, "Efficient Streaming Language Models with Attention Sinks"); SmolLM2-135M's held-out
     perplexity at 512 tokens is 13.6 with full attention, 42.2 with a 64-token window and 14.4 with the window
-    plus 4 sinks (`python recipes/convert/sinks_ablation.py`)."""
+    plus 4 sinks (`python recipes/evidence/sinks_ablation.py`)."""
     knobs: dict = {"hf_attn_window": checked_size("hf_attn_window", size)}
     if sinks is not None:
         knobs["hf_attn_window_sinks"] = checked_sinks("hf_attn_window_sinks", sinks)
