@@ -107,7 +107,7 @@ def test_printed_variants_are_readable():
     """`print(hf_attn.list_variants())` shows name, what, complexity and knobs, not dataclass internals."""
     text = repr(hf_attn.list_variants())
     assert "<function" not in text and "0x" not in text
-    assert "Variant(name='performer', what='FAVOR+" in text and "knobs=['performer_num_features', 'performer_seed', 'hf_attn_window', 'hf_attn_window_mix']" in text
+    assert "Variant(name='performer', what='FAVOR+" in text and "knobs=['performer_num_features', 'performer_seed', 'hf_attn_window', 'hf_attn_window_mix', 'hf_attn_window_sinks']" in text
     assert str(hf_attn.get_variant("holo")) == hf_attn.get_variant("holo").describe()
 
 
