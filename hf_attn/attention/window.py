@@ -14,6 +14,11 @@ variant's share: `config.hf_attn_window_mix` (default 0.1, LoLCATs' starting val
 per-head logit a wrapper puts at `module.hf_attn_parts.window_mix_logit` (`gamma = sigmoid(logit)`; a logit of
 -inf makes the hybrid window-only). With W >= T there are no older keys and the output is softmax attention.
 
+Sinks (`config.hf_attn_window_sinks = S`, Xiao et al. 2024, "Efficient Streaming Language Models with Attention
+Sinks"): each row's first S real tokens stay in the exact part for every query (a second softmax partial, merged
+with the window's), and the variant covers the older keys that are not sinks. Most heads of a pretrained model
+put much of their weight on the first token; a window that drops it loses that mass.
+
 Each part is computed normalised, with its log-mass (`log` of its denominator): the window part
 `(softmax over the window) @ v` and `log sum e^{s_ts}`, the variant part `LIN / DEN` and `log DEN`. `combine` mixes
 them as flash attention merges partial softmaxes, `y = out_w + beta (out_v - out_w)` with
@@ -23,8 +28,8 @@ overflows in fp32/bf16 whatever the stabilisers are, and gamma = 0 gives the win
 Memory: the window part is banded, chunks of queries against the `chunk + W - 1` keys they can see, so memory is
 O(T * (chunk + W)), never T x T. The variant part is the variant's own causal linear form over keys shifted by W
 (the older keys of query t are the keys `<= t` of the shifted sequence). Decoding with a `RecurrentCache` keeps
-the last W keys/values (and which are real) beside the variant's state of every older key, so memory stays
-constant once W tokens are seen. The Triton kernels do not do windows: the PyTorch path runs when W > 0.
+the last W keys/values (and which are real) and the sinks (with their absolute positions) beside the variant's
+state of every older key, so memory stays constant once W tokens are seen. The Triton kernels do not do windows: the PyTorch path runs when W > 0.
 """
 from __future__ import annotations
 
