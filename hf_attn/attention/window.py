@@ -15,9 +15,9 @@ per-head logit a wrapper puts at `module.hf_attn_parts.window_mix_logit` (`gamma
 -inf makes the hybrid window-only). With W >= T there are no older keys and the output is softmax attention.
 
 Sinks (`config.hf_attn_window_sinks = S`, Xiao et al. 2024, "Efficient Streaming Language Models with Attention
-Sinks"): each row's first S real tokens stay in the exact part for every query (a second softmax partial, merged
-with the window's), and the variant covers the older keys that are not sinks. Most heads of a pretrained model
-put much of their weight on the first token; a window that drops it loses that mass.
+Sinks"): each row's first S real tokens stay in the exact part for every query (more columns of its band), and
+the variant covers the older keys that are not sinks. Most heads of a pretrained model put much of their weight
+on the first token; a window that drops it loses that mass.
 
 Each part is computed normalised, with its log-mass (`log` of its denominator): the window part
 `(softmax over the window) @ v` and `log sum e^{s_ts}`, the variant part `LIN / DEN` and `log DEN`. `combine` mixes
@@ -52,6 +52,7 @@ CONFIG_KEYS = {  # the knobs, as the registry shows them for holo and performer
     "(attention sinks, StreamingLLM; hf_attn.set_window sets 4; absent = 0)",
 }
 DEFAULT_SINKS = 4  # StreamingLLM's number of attention-sink tokens
+FULL_ATTR = "hf_attn_sinks_full"  # set on a RecurrentLayer once every row of its state holds all its sinks
 
 
 @dataclasses.dataclass
@@ -183,8 +184,7 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
     width = min(size, tk)
     chunk = min(max(width, 16), QUERY_CHUNK, tq)
     n = -(-tq // chunk)
-    grouped = group_queries(query.float(), hq // hkv)
-    q = torch.nn.functional.pad(grouped, (0, 0, 0, n * chunk - tq)).reshape(b, hkv, hq // hkv, n, chunk, -1)
+    q = torch.nn.functional.pad(group_queries(query.float(), hq // hkv), (0, 0, 0, n * chunk - tq)).reshape(b, hkv, hq // hkv, n, chunk, -1)
     kb = _bands(key.float(), width, chunk, n, q_offset, 0.0)
     vb = _bands(value.float(), width, chunk, n, q_offset, 0.0)
     keep_b = _bands(keep[..., None], width, chunk, n, q_offset, False)[..., 0]  # (B, 1|Hkv, n, band)
@@ -193,15 +193,18 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
     band = (cols >= rows) & (cols <= rows + width - 1)  # key t - W < s <= t of query row r: column r .. r + W - 1
     vis = band & keep_b[:, :, None, :, None, :]  # (B, Hkv, 1, n, chunk, band)
     s = torch.einsum("bhgncd,bhnkd->bhgnck", q, kb) * scaling
-    out, lse = _partial(s, vis, lambda w: torch.einsum("bhgnck,bhnkd->bhgncd", w, vb))
-    cut = lambda x: x.reshape(*x.shape[:3], n * chunk, *x.shape[5:])[:, :, :, :tq]  # noqa: E731
-    out, lse = cut(out), cut(lse)
     if sinks is None:
-        return out, lse
-    last = base + q_offset + torch.arange(tq, device=query.device) - size  # sinks at or before it left the window
-    s = torch.einsum("bhgtd,bhsd->bhgts", grouped, sinks.key.float()) * scaling
-    vis = sinks.valid[:, None, None, None, :] & (sinks.pos[:, None, None, None, :] <= last[:, None])
-    return merge(out, lse, *_partial(s, vis, lambda w: torch.einsum("bhgts,bhsd->bhgtd", w, sinks.value.float())))
+        out, lse = _partial(s, vis, lambda w: torch.einsum("bhgnck,bhnkd->bhgncd", w, vb))
+    else:  # the sinks as more columns of every band, visible once they left the query's window
+        last = base + q_offset + torch.arange(n * chunk, device=query.device).view(n, chunk) - size
+        sink_vis = sinks.valid[:, None, None, None, None, :] & (sinks.pos[:, None, None, None, None, :] <= last[..., None])
+        width_b = vis.shape[-1]
+        s = torch.cat([s, torch.einsum("bhgncd,bhsd->bhgncs", q, sinks.key.float()) * scaling], -1)
+        vis = torch.cat([vis, sink_vis.expand(-1, vis.shape[1], -1, -1, -1, -1)], -1)
+        out, lse = _partial(s, vis, lambda w: torch.einsum("bhgnck,bhnkd->bhgncd", w[..., :width_b], vb)
+                            + torch.einsum("bhgncs,bhsd->bhgncd", w[..., width_b:], sinks.value.float()))
+    cut = lambda x: x.reshape(*x.shape[:3], n * chunk, *x.shape[5:])[:, :, :, :tq]  # noqa: E731
+    return cut(out), cut(lse)
 
 
 def _partial(s: torch.Tensor, vis: torch.Tensor, weighted_sum) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,13 +215,6 @@ def _partial(s: torch.Tensor, vis: torch.Tensor, weighted_sum) -> tuple[torch.Te
     w = torch.exp(s - peak)
     mass = w.sum(-1)
     return weighted_sum(w) / mass.clamp_min(torch.finfo(w.dtype).tiny)[..., None], safe_log(mass) + peak[..., 0]
-
-
-def merge(out_a, lse_a, out_b, lse_b) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two softmax partials over disjoint keys as one (flash attention's merge): output and log-mass."""
-    top = torch.maximum(lse_a, lse_b).detach().clamp_min(torch.finfo(lse_a.dtype).min)
-    mass = torch.exp(lse_a - top) + torch.exp(lse_b - top)
-    return combine(out_a, lse_a, out_b, lse_b, torch.zeros((), device=out_a.device)), safe_log(mass) + top
 
 
 def combine(out_w, log_mass_w, out_v, log_mass_v, log_mix) -> torch.Tensor:
@@ -266,6 +262,8 @@ def find_sinks(layer: RecurrentLayer | None, key, value, keep, base: int, count:
     if layer is not None and "sink_k" in layer.state:
         st = layer.state
         prior = Sinks(st["sink_k"], st["sink_v"], st["sink_pos"], st["sink_valid"])
+        if getattr(layer, FULL_ATTR, False):  # every row has its sinks: decoding steps skip the search
+            return prior
     else:
         prior = Sinks(key.new_zeros(b, hkv, count, d), value.new_zeros(b, hkv, count, value.shape[-1]),
                       torch.full((b, count), -1, device=key.device),
@@ -282,6 +280,8 @@ def find_sinks(layer: RecurrentLayer | None, key, value, keep, base: int, count:
         return torch.cat([old, new], 2).gather(2, idx[:, None, :, None].expand(-1, hkv, -1, new.shape[-1]))
 
     sink_pos = torch.cat([prior.pos, pos.expand(b, -1)], 1).gather(1, idx)
+    if layer is not None:  # one host sync per call until every row has its sinks (usually the prefill's only)
+        setattr(layer, FULL_ATTR, bool(valid.all()))
     return Sinks(pick(prior.key, key), pick(prior.value, value), torch.where(valid, sink_pos, -1), valid)
 
 

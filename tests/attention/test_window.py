@@ -211,3 +211,22 @@ def test_bad_settings_are_clear_errors(variant):
         logits(windowed("t5", variant), x)
     with pytest.raises(hf_attn.HfAttnError, match="output_attentions is not available"):
         logits(windowed("llama", variant), x, output_attentions=True)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_decoding_stops_searching_once_every_row_has_its_sinks(variant, monkeypatch):
+    """A prompt with fewer real tokens than sinks fills them while decoding; after that the steps reuse them."""
+    model = windowed("llama", variant, size=4, sinks=3)
+    cache = hf_attn.RecurrentCache()
+    searches = []
+    order = torch.Tensor.argsort
+    monkeypatch.setattr(torch.Tensor, "argsort", lambda x, *a, **k: searches.append(1) or order(x, *a, **k))
+    with torch.no_grad():
+        model(input_ids=ids(1, 2), **{CACHE_KWARG: cache}, use_cache=True)  # 2 of 3 sinks
+        model(input_ids=ids(1, 1, seed=4), **{CACHE_KWARG: cache}, use_cache=True)  # the third
+        found = len(searches)
+        for t in range(3):
+            model(input_ids=ids(1, 1, seed=5 + t), **{CACHE_KWARG: cache}, use_cache=True)
+    layers = model.config.num_hidden_layers
+    assert found == 2 * layers and len(searches) == found
+    assert cache.layers[0].state["sink_valid"].all() and cache.layers[0].state["sink_pos"].tolist() == [[0, 1, 2]]

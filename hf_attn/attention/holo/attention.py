@@ -211,12 +211,12 @@ def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: floa
     drop = keep if not p else keep & (torch.rand(key.shape[:3], device=key.device) >= p)
     out_w, mass_w = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling, sinks, base)
     q, k, v = _binding_inputs(module, query, key, value)
-    kv = bind(spectrum(k, project, soft), spectrum(v, False)) * hybrid.not_sinks(drop, sinks, base)[..., None]
+    older_keep = hybrid.not_sinks(keep, sinks, base)  # the keys the variant covers (once shifted past the window)
+    kv = bind(spectrum(k, project, soft), spectrum(v, False)) * (older_keep & drop)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
     init = _cached_state(layer, q.shape[-1], packed=False)
-    count = hybrid.not_sinks(keep, sinks, base).float()
-    num, n, state = holo_sums(spectrum(q, project, soft), shift(kv), shift(count), older, init)
+    num, n, state = holo_sums(spectrum(q, project, soft), shift(kv), shift(older_keep.float()), older, init)
     if layer is not None:
         buffer = hybrid.buffer_state(key, value, keep, window.size, sinks)
         layer.state = {"memory": state[0], "count": state[1], **buffer}
