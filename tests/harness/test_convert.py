@@ -121,3 +121,19 @@ def test_conversion_recipes_load_and_name_their_objective(recipe):
     cfg = TrainConfig.from_yaml(recipe)
     assert cfg.train.objective in ("transfer", "distill") and cfg.task == "token"
     assert (cfg.train.objective == "distill") == (cfg.model.lora_rank is not None)
+
+
+def test_window_and_sinks_reach_both_stages(monkeypatch):
+    """`--window 16 --sinks 2` lands in both stages' model config (so in `final/`), and the report names them."""
+    from hf_attn.cli import build_parser
+    from hf_attn.harness import convert as conv
+    from hf_attn.harness.convert import ConvertSettings, report_lines, stage_recipes
+
+    args = build_parser().parse_args(["convert", "smollm2", "--to", "holo", "--window", "16", "--sinks", "2"])
+    settings = ConvertSettings(**{k: v for k, v in vars(args).items() if k in ConvertSettings.__dataclass_fields__})
+    recipes = stage_recipes(settings)
+    assert [r["model"]["attention_config"] for r in recipes.values()] == [
+        {"hf_attn_window": 16, "hf_attn_window_sinks": 2}] * 2
+    monkeypatch.setattr(conv, "hardware", lambda device: "cpu")
+    assert "16-token softmax window and 2 sink tokens" in "\n".join(
+        report_lines(settings, {}, conv.Verdict(None, "n/a"), torch.device("cpu")))
