@@ -307,10 +307,13 @@ def convert(s: ConvertSettings) -> Path:
     del teacher
     converted = _load(run / "recover" / "final", device)
     rows["converted"] = evaluate_model(converted, tokenizer, s, device)
-    try:
-        rows["window-only ablation"] = evaluate_model(window_only(converted), tokenizer, s, device)
-    except HfAttnError as e:
-        rows["window-only ablation"] = f"not available: {e}"
+    if not s.window:
+        rows["window-only ablation"] = "not applicable: no window (the variant is the whole attention)"
+    else:
+        try:
+            rows["window-only ablation"] = evaluate_model(window_only(converted), tokenizer, s, device)
+        except HfAttnError as e:
+            rows["window-only ablation"] = f"not available: {e}"
     del converted
     swap = _load(s.model, device, s.to, s.attention_config())
     rows["unconverted swap"] = evaluate_model(swap, tokenizer, s, device)

@@ -89,6 +89,7 @@ def test_convert_end_to_end_reload_and_push(tmp_path, smollm2_toy, hub, capsys):
         assert (out / stage / "final.json").is_file()
     report = (out / "report.md").read_text()
     assert "GO/NO-GO" in report and "unconverted swap" in report and "window-only ablation" in report
+    assert "not applicable: no window" in report  # gauge has no window hybrid
     assert "hf-attn convert" in report and (out / "convert.png").stat().st_size
     data = json.loads((out / "report.json").read_text())
     assert set(data["models"]) == {"teacher (sdpa)", "converted", "window-only ablation", "unconverted swap"}
