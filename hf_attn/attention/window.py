@@ -29,7 +29,8 @@ Memory: the window part is banded, chunks of queries against the `chunk + W - 1`
 O(T * (chunk + W)), never T x T. The variant part is the variant's own causal linear form over keys shifted by W
 (the older keys of query t are the keys `<= t` of the shifted sequence). Decoding with a `RecurrentCache` keeps
 the last W keys/values (and which are real) and the sinks (with their absolute positions) beside the variant's
-state of every older key, so memory stays constant once W tokens are seen. The Triton kernels do not do windows: the PyTorch path runs when W > 0.
+state of every older key, so memory stays constant once W tokens are seen. The Triton kernels do not do windows:
+the PyTorch path runs when W > 0.
 """
 from __future__ import annotations
 
@@ -184,7 +185,8 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
     width = min(size, tk)
     chunk = min(max(width, 16), QUERY_CHUNK, tq)
     n = -(-tq // chunk)
-    q = torch.nn.functional.pad(group_queries(query.float(), hq // hkv), (0, 0, 0, n * chunk - tq)).reshape(b, hkv, hq // hkv, n, chunk, -1)
+    q = torch.nn.functional.pad(group_queries(query.float(), hq // hkv), (0, 0, 0, n * chunk - tq))
+    q = q.reshape(b, hkv, hq // hkv, n, chunk, -1)
     kb = _bands(key.float(), width, chunk, n, q_offset, 0.0)
     vb = _bands(value.float(), width, chunk, n, q_offset, 0.0)
     keep_b = _bands(keep[..., None], width, chunk, n, q_offset, False)[..., 0]  # (B, 1|Hkv, n, band)
@@ -197,7 +199,7 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
         out, lse = _partial(s, vis, lambda w: torch.einsum("bhgnck,bhnkd->bhgncd", w, vb))
     else:  # the sinks as more columns of every band, visible once they left the query's window
         last = base + q_offset + torch.arange(n * chunk, device=query.device).view(n, chunk) - size
-        sink_vis = sinks.valid[:, None, None, None, None, :] & (sinks.pos[:, None, None, None, None, :] <= last[..., None])
+        sink_vis = (sinks.valid[:, None, None] & (sinks.pos[:, None, None] <= last[..., None]))[:, None, None]  # (B,1,1,n,c,S)
         width_b = vis.shape[-1]
         s = torch.cat([s, torch.einsum("bhgncd,bhsd->bhgncs", q, sinks.key.float()) * scaling], -1)
         vis = torch.cat([vis, sink_vis.expand(-1, vis.shape[1], -1, -1, -1, -1)], -1)

@@ -218,8 +218,7 @@ def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: floa
     init = _cached_state(layer, q.shape[-1], packed=False)
     num, n, state = holo_sums(spectrum(q, project, soft), shift(kv), shift(older_keep.float()), older, init)
     if layer is not None:
-        buffer = hybrid.buffer_state(key, value, keep, window.size, sinks)
-        layer.state = {"memory": state[0], "count": state[1], **buffer}
+        layer.write_state(memory=state[0], count=state[1], **hybrid.buffer_state(key, value, keep, window.size, sinks))
     out_v = num[..., :d] / n.clamp_min(1.0)[:, :, None, :, None]
     mass_v = torch.where(n[:, :, None] > 0, mass_w, -math.inf)  # the older keys together weigh as the exact ones
     return hybrid.combine(out_w, mass_w, out_v, mass_v, window.log_mix)
@@ -276,7 +275,7 @@ def holo_attention_forward(
         return ungroup(out).to(query.dtype), None
     d = query.shape[-1]
     static_step = layer is not None and layer.decodes_statically(query)  # compiled decoding: PyTorch path
-    fused = not static_step and learned_parts(module) is None and kernels_enabled(query)  # kernels bind q/k/v as they come
+    fused = not static_step and learned_parts(module) is None and kernels_enabled(query)  # kernels bind raw q/k/v
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, soft, layer), None
     q, k, v = _binding_inputs(module, query, key, value)

@@ -161,7 +161,7 @@ def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, wi
     num, den, final = _causal_sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
     mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + hybrid.safe_log(den)
     if layer is not None:
-        layer.state = {"S": final[0], "z": final[1], **hybrid.buffer_state(key, value, keep, window.size, sinks)}
+        layer.write_state(S=final[0], z=final[1], **hybrid.buffer_state(key, value, keep, window.size, sinks))
     return hybrid.combine(out_w, mass_w, _divide(num, den), mass_v, window.log_mix)
 
 
