@@ -207,6 +207,11 @@ def test_bad_settings_are_clear_errors(variant):
             hf_attn.set_window(model, bad)
     with pytest.raises(hf_attn.HfAttnError, match=r"hf_attn_window_mix must be a number in \[0, 1\]"):
         logits(windowed("llama", variant, hf_attn_window_mix=1.5), x)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(hf_attn.HfAttnError, match=r"hf_attn_window_sinks must be a whole number >= 0.*sinks=4"):
+            logits(windowed("llama", variant, hf_attn_window_sinks=bad), x)
+        with pytest.raises(hf_attn.HfAttnError, match="hf_attn_window_sinks must be a whole number"):
+            hf_attn.set_window(tiny_model("llama", variant), 4, sinks=bad)
     with pytest.raises(hf_attn.HfAttnError, match="set config.hf_attn_window = 0 for this model"):
         logits(windowed("t5", variant), x)
     with pytest.raises(hf_attn.HfAttnError, match="output_attentions is not available"):
