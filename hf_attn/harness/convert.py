@@ -64,7 +64,7 @@ class ConvertSettings:
     seq_len: int = 512
     batch_size: int = 8
     lora_rank: int = 8
-    lr: float = 1e-3
+    lr: float = 1e-2  # LoLCATs' stage-1 rate; at 1e-3 the maps barely move (recipes/evidence/transfer_lr.py)
     recover_lr: float = 1e-4
     out: str = "runs/convert"
     device: str = "auto"
@@ -122,7 +122,8 @@ def run_stage(recipe: dict[str, Any]) -> Path:
 # ---------------------------------------------------------------- evaluation
 
 
-def _load(path: str | Path, device: torch.device, attention: str | None = None, extra: dict | None = None):
+def load_model(path: str | Path, device: torch.device, attention: str | None = None, extra: dict | None = None):
+    """A causal LM from `path` (or 'smollm2') in fp32 and eval mode, with `attention` and extra config keys set."""
     from transformers import AutoModelForCausalLM
 
     from ..registry import set_attention
@@ -273,7 +274,7 @@ def export_final(run: Path, evaluation: dict[str, Any]) -> Path:
 
 
 @contextlib.contextmanager
-def _training_device(device: torch.device) -> Iterator[None]:
+def training_device(device: torch.device) -> Iterator[None]:
     """Train on the CPU when asked to (accelerate reads ACCELERATE_USE_CPU), whatever GPUs the machine has."""
     old = os.environ.get("ACCELERATE_USE_CPU")
     if device.type == "cpu":
@@ -296,16 +297,16 @@ def convert(s: ConvertSettings) -> Path:
     device = torch.device(s.device if s.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     run = Path(s.out)
     recipes = stage_recipes(s)
-    with _training_device(device):
+    with training_device(device):
         for recipe in recipes.values():
             run_stage(recipe)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(s.model))
     torch.manual_seed(0)
     rows: dict[str, dict | str] = {}
-    teacher = _load(s.model, device, "sdpa")
+    teacher = load_model(s.model, device, "sdpa")
     rows["teacher (sdpa)"] = evaluate_model(teacher, tokenizer, s, device)
     del teacher
-    converted = _load(run / "recover" / "final", device)
+    converted = load_model(run / "recover" / "final", device)
     rows["converted"] = evaluate_model(converted, tokenizer, s, device)
     if not s.window:
         rows["window-only ablation"] = "not applicable: no window (the variant is the whole attention)"
@@ -315,7 +316,7 @@ def convert(s: ConvertSettings) -> Path:
         except HfAttnError as e:
             rows["window-only ablation"] = f"not available: {e}"
     del converted
-    swap = _load(s.model, device, s.to, s.attention_config())
+    swap = load_model(s.model, device, s.to, s.attention_config())
     rows["unconverted swap"] = evaluate_model(swap, tokenizer, s, device)
     del swap
     ablation = rows["window-only ablation"]

@@ -15,7 +15,9 @@ Writes `decode.json`, `decode.md` and `decode.png` under --out.
 sdpa with its DynamicCache, sdpa with transformers' static cache + torch.compile (`cache_implementation="static"`,
 compiled by `generate` itself), and holo/performer with `RecurrentCache()` (eager) and `RecurrentCache(static=True)`
 (compiled, CUDA graphs), at `--contexts` (default 16k) for `--steps` tokens, with ratios against both sdpa
-baselines and each compiled variant's generated logits against full forwards. Writes `compare.json` and `compare.md`.
+baselines and each compiled variant's generated logits against full forwards. On a GPU each setting is also run
+under the profiler: its GPU busy time per token beside its wall time per token shows whether the GPU or the host
+bounds it. Writes `compare.json` and `compare.md`.
 
     python recipes/bench/bench_decode.py --model-path DIR --out results/decode --compare     # H200: ~3 min
 """
@@ -122,6 +124,24 @@ def generate_timed(model, ids, steps: int, device: str, kind: str, cache, compil
     return clock.steps / (time.perf_counter() - clock.t0), out.sequences, torch.stack(out.scores, 1).float()
 
 
+def device_ms_per_token(model, ids, steps: int, device: str, kind: str, cache, compile_all: bool) -> float | None:
+    """GPU busy time per decoded token (kernel time the profiler sees, prefill taken out), None off CUDA.
+
+    Against the wall time per token it says what bounds a setting: a step whose GPU time is a small part of its
+    wall time is bound by the host (Python, launches, `generate`'s own work per token), not by attention.
+    """
+    if device != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    busy = []
+    for n in (0, steps):  # generate with no decoding steps after the prefill, then with `steps`
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            generate_timed(model, ids, n, device, kind, cache, compile_all)
+        busy.append(sum(e.self_device_time_total for e in prof.key_averages()) / 1000)
+    return (busy[1] - busy[0]) / steps
+
+
 @torch.no_grad()
 def generate_drift(model, sequences, scores) -> dict:
     """Generated logits against one full forward over the same tokens: relative difference, argmax agreement."""
@@ -147,19 +167,22 @@ def compare(args, device: str, dtype) -> None:
             tps, seqs, scores = generate_timed(model, ids, steps, device, kind, cache, compile_all)
             short = ids[:, :290]
             _, s_seqs, s_scores = generate_timed(model, short, 10, device, kind, cache, compile_all)
-            rows.append({"setting": label, "T": t, "tokens_per_s": round(tps, 2),
-                         **generate_drift(model, s_seqs, s_scores)})
+            gpu_ms = device_ms_per_token(model, ids, steps, device, kind, cache, compile_all)
+            rows.append({"setting": label, "T": t, "tokens_per_s": round(tps, 2), "wall_ms_per_token": 1000 / tps,
+                         "gpu_ms_per_token": gpu_ms, **generate_drift(model, s_seqs, s_scores)})
             print(rows[-1], flush=True)
         del model, cache
         if device == "cuda":
             torch.cuda.empty_cache()
     base = {(r["setting"], r["T"]): r["tokens_per_s"] for r in rows}
-    lines = ["| setting | context | tokens/s | x sdpa dynamic | x sdpa static+compile | rel. diff vs full | argmax agree |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | context | tokens/s | x sdpa dynamic | x sdpa static+compile | wall ms/token | GPU busy ms/token "
+             "| rel. diff vs full | argmax agree |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         dyn, sta = base[("sdpa dynamic", r["T"])], base[("sdpa static+compile", r["T"])]
+        gpu = "n/a" if r["gpu_ms_per_token"] is None else f"{r['gpu_ms_per_token']:.2f}"
         lines.append(f"| {r['setting']} | {r['T']} | {r['tokens_per_s']:.1f} | {r['tokens_per_s'] / dyn:.2f} | "
-                     f"{r['tokens_per_s'] / sta:.2f} | {r['rel_diff']:.2e} | {r['argmax_agree']:.2f} |")
+                     f"{r['tokens_per_s'] / sta:.2f} | {r['wall_ms_per_token']:.2f} | {gpu} | {r['rel_diff']:.2e} | "
+                     f"{r['argmax_agree']:.2f} |")
     md = "\n".join(lines)
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
            "model": args.model_path or "tiny random Llama (smoke)", "dtype": str(dtype), "steps": steps}

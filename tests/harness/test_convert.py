@@ -124,6 +124,21 @@ def test_conversion_recipes_load_and_name_their_objective(recipe):
     assert (cfg.train.objective == "distill") == (cfg.model.lora_rank is not None)
 
 
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes" / "convert").glob("*.yaml")), ids=lambda p: p.name)
+def test_conversion_recipes_are_what_convert_runs(recipe):
+    """Each shipped recipe is the stage `hf-attn convert smollm2 --to V [--window W]` runs with its defaults, so
+    changing a default (a learning rate, the sinks) cannot leave the recipes behind."""
+    import yaml
+
+    from hf_attn.harness.convert import ConvertSettings, stage_recipes
+
+    shipped = yaml.safe_load(recipe.read_text())
+    variant, stage = recipe.stem.split("_")[1:]
+    window = shipped["model"]["attention_config"].get("hf_attn_window", 0)
+    settings = ConvertSettings(to=variant, window=window, out=f"runs/smollm2-{variant}")
+    assert shipped == stage_recipes(settings)[stage]
+
+
 def test_window_and_sinks_reach_both_stages(monkeypatch):
     """`--window 16 --sinks 2` lands in both stages' model config (so in `final/`), and the report names them."""
     from hf_attn.cli import build_parser
