@@ -21,7 +21,8 @@ Static state (`RecurrentCache(static=True)`): the state tensors are allocated on
 updated in place at fixed addresses (`torch._dynamo.mark_static_address`, as transformers' `StaticCache` does), and
 the token count is a tensor, so a `torch.compile`d decoding step (CUDA graphs, `mode="reduce-overhead"`) stays
 valid from token to token. The cache then says `is_compileable`, and `generate` compiles its decoding steps on
-CUDA by itself. Window hybrids (`config.hf_attn_window`) keep growing buffers and need the default dynamic cache.
+CUDA by itself. Window hybrids (`config.hf_attn_window`) keep their last W keys/values in a buffer of exactly W
+entries there (padded in front until W tokens are seen), so their steps have fixed shapes too.
 """
 from __future__ import annotations
 
@@ -218,13 +219,6 @@ def recurrent_layer(variant: str, key: torch.Tensor, query_len: int, causal_self
                           f"got {key.shape[-2]}.")
     layer.variant, layer.consumed = variant, True
     return layer
-
-
-def refuse_static_state(variant: str, layer: RecurrentLayer | None, why: str) -> None:
-    """Stop a call whose state cannot live at fixed addresses from writing into a static cache."""
-    if layer is not None and layer.static:
-        raise HfAttnError(f"{variant}: RecurrentCache(static=True) cannot serve this model ({why}); use "
-                          "RecurrentCache() (the dynamic default) for it.")
 
 
 def tokens_seen(key: torch.Tensor) -> int:

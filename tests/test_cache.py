@@ -238,11 +238,15 @@ def test_compiled_decoding_step_matches_full_forward(variant):
     torch.testing.assert_close(scores, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
 
 
-def test_inductor_compiled_decoding_step_matches_full_forward():
-    """The same with inductor, the backend `generate` uses by default (CPU: no CUDA graphs)."""
+@pytest.mark.parametrize("window", [0, 4])
+def test_inductor_compiled_decoding_step_matches_full_forward(window):
+    """The same with inductor, the backend `generate` uses by default (CPU: no CUDA graphs), also for a window
+    hybrid (whose one-token step, too, must read only the updated state: torch 2.11's inductor writes it early)."""
     from transformers import CompileConfig
 
     model = tiny_model("llama", "performer")
+    if window:
+        hf_attn.set_window(model, window, mix=0.5)
     config = CompileConfig(fullgraph=True, mode="default")
     config._compile_all_devices = True
     torch._dynamo.reset()
@@ -273,10 +277,41 @@ def test_static_holo_prefill_on_the_kernels_decodes_on_the_pytorch_path(monkeypa
     torch.testing.assert_close(scores, _full_forward(model, seqs, 4), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("window", [4, 16])
 @pytest.mark.parametrize("variant", ["holo", "performer"])
-def test_static_cache_refuses_a_window_hybrid(variant):
-    """A window hybrid keeps a growing key/value buffer, which cannot live at fixed addresses."""
+def test_static_window_hybrid_matches_dynamic_cache_and_full_forward(variant, window):
+    """A window hybrid (with 4 sinks; a 4-token window is full after the prompt, a 16-token one never fills) decodes
+    through a static cache as through the dynamic one and a full forward, and its buffer keeps one shape."""
     model = tiny_model("llama", variant)
-    hf_attn.set_window(model, 4)
-    with pytest.raises(hf_attn.HfAttnError, match=r"static=True.*RecurrentCache\(\)"):
-        _generate(model, hf_attn.RecurrentCache(static=True), new=2)
+    hf_attn.set_window(model, window, mix=0.5)
+    cache = hf_attn.RecurrentCache(static=True)
+    seqs, static = _generate(model, cache)
+    _, dynamic = _generate(model, hf_attn.RecurrentCache())
+    torch.testing.assert_close(static, dynamic, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(static, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
+    layer = cache.layers[0]
+    assert layer.state["window_k"].shape[2] == window
+    where = {k: v.data_ptr() for k, v in layer.state.items()}
+    with torch.no_grad():
+        model(input_ids=seqs[:, -1:], **{CACHE_KWARG: cache}, use_cache=True)
+    assert {k: v.data_ptr() for k, v in layer.state.items()} == where
+
+
+@pytest.mark.parametrize(("window", "sinks"), [(4, 4), (16, 4), (4, 8)])
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_compiled_window_hybrid_decoding_matches_full_forward(variant, window, sinks):
+    """The compiled decoding step of a window hybrid: one graph, no recompilation, and the logits of a full forward
+    (aot_eager, as above), with the window full after the prompt (4), never full (16 > 15 tokens), and with rows
+    that find their last sinks inside the compiled steps (8 sinks, prompts of 4 and 7 real tokens)."""
+    from torch._dynamo.utils import counters
+    from transformers import CompileConfig
+
+    model = tiny_model("llama", variant)
+    hf_attn.set_window(model, window, mix=0.5, sinks=sinks)
+    config = CompileConfig(backend="aot_eager", fullgraph=True, mode=None)
+    config._compile_all_devices = True
+    torch._dynamo.reset()
+    counters.clear()
+    seqs, scores = _generate(model, hf_attn.RecurrentCache(static=True), compile_config=config)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"], dict(counters)
+    torch.testing.assert_close(scores, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)

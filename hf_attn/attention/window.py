@@ -29,8 +29,9 @@ Memory: the window part is banded, chunks of queries against the `chunk + W - 1`
 O(T * (chunk + W)), never T x T. The variant part is the variant's own causal linear form over keys shifted by W
 (the older keys of query t are the keys `<= t` of the shifted sequence). Decoding with a `RecurrentCache` keeps
 the last W keys/values (and which are real) and the sinks (with their absolute positions) beside the variant's
-state of every older key, so memory stays constant once W tokens are seen. The Triton kernels do not do windows:
-the PyTorch path runs when W > 0.
+state of every older key, so memory stays constant once W tokens are seen; `RecurrentCache(static=True)` keeps
+them at fixed shapes and addresses, so `generate` can compile the decoding step. The Triton kernels do not do
+windows: the PyTorch path runs when W > 0.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import dataclasses
 import math
 
 import torch
+from transformers.utils import is_torchdynamo_compiling
 
 from ..cache import RecurrentLayer
 from ..utils import HfAttnError, set_config
@@ -282,8 +284,8 @@ def find_sinks(layer: RecurrentLayer | None, key, value, keep, base: int, count:
         return torch.cat([old, new], 2).gather(2, idx[:, None, :, None].expand(-1, hkv, -1, new.shape[-1]))
 
     sink_pos = torch.cat([prior.pos, pos.expand(b, -1)], 1).gather(1, idx)
-    if layer is not None:  # one host sync per call until every row has its sinks (usually the prefill's only)
-        setattr(layer, FULL_ATTR, bool(valid.all()))
+    if layer is not None and not is_torchdynamo_compiling():  # one host sync per call until every row has its sinks
+        setattr(layer, FULL_ATTR, bool(valid.all()))  # (usually the prefill's only); a compiled step keeps searching
     return Sinks(pick(prior.key, key), pick(prior.value, value), torch.where(valid, sink_pos, -1), valid)
 
 
@@ -296,10 +298,20 @@ def not_sinks(keep: torch.Tensor, sinks: Sinks | None, base: int) -> torch.Tenso
     return keep & ~sink[:, None]
 
 
-def buffer_state(key, value, keep, size: int, sinks: Sinks | None = None) -> dict[str, torch.Tensor]:
+def buffer_state(layer: RecurrentLayer, key, value, keep, size: int,
+                 sinks: Sinks | None = None) -> dict[str, torch.Tensor]:
     """The last `size` keys/values and keep flags (and the sinks): the variant's state holds every key before them
     (its causal form ran on keys shifted by `size`), the next query's window needs the last `size - 1`, its older
-    part the one before those."""
+    part the one before those.
+
+    A static layer (`RecurrentCache(static=True)`) gets exactly `size` entries from the prefill on, fewer keys
+    padded in front with `keep` False: every decoding step then has the same shapes, which a compiled step needs.
+    The padding sits at the positions before the first token and is never visible, so results do not change.
+    """
+    short = size - key.shape[2]
+    if layer.static and short > 0:
+        key, value = (torch.nn.functional.pad(x, (0, 0, short, 0)) for x in (key, value))
+        keep = torch.nn.functional.pad(keep, (short, 0), value=False)
     start = max(key.shape[2] - size, 0)
     state = {"window_k": key[:, :, start:], "window_v": value[:, :, start:], "window_keep": keep[:, :, start:]}
     if sinks is not None:

@@ -46,7 +46,7 @@ import math
 
 import torch
 
-from ...cache import RecurrentLayer, recurrent_layer, refuse_static_state
+from ...cache import RecurrentLayer, recurrent_layer
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
 from .math import SOFT, bind, dft_matrices, spectrum, unbind
@@ -218,7 +218,8 @@ def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: floa
     init = _cached_state(layer, q.shape[-1], packed=False)
     num, n, state = holo_sums(spectrum(q, project, soft), shift(kv), shift(older_keep.float()), older, init)
     if layer is not None:
-        layer.write_state(memory=state[0], count=state[1], **hybrid.buffer_state(key, value, keep, window.size, sinks))
+        buffer = hybrid.buffer_state(layer, key, value, keep, window.size, sinks)
+        layer.write_state(memory=state[0], count=state[1], **buffer)
     out_v = num[..., :d] / n.clamp_min(1.0)[:, :, None, :, None]
     mass_v = torch.where(n[:, :, None] > 0, mass_w, -math.inf)  # the older keys together weigh as the exact ones
     return hybrid.combine(out_w, mass_w, out_v, mass_v, window.log_mix)
@@ -269,7 +270,6 @@ def holo_attention_forward(
     window = hybrid.window_of("holo", module, query.shape[1], query.device)
     if window is not None:
         hybrid.check_window_call("holo", call, kwargs)
-        refuse_static_state("holo", layer, "a window hybrid keeps a growing key/value buffer")
         scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         out = _window_hybrid(module, query, key, value, call, scaling, window, layer, p, project, soft)
         return ungroup(out).to(query.dtype), None

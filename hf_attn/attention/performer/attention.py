@@ -39,7 +39,7 @@ import dataclasses
 
 import torch
 
-from ...cache import RecurrentLayer, recurrent_layer, refuse_static_state
+from ...cache import RecurrentLayer, recurrent_layer
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
 from .features import feature_map, key_stabiliser_value, layer_settings, random_features, stabilised_features
@@ -105,18 +105,23 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None
     return _divide(num, den), final
 
 
-def _global_linear(qf, kf, v, call: AttentionCall, init=None):
-    """Every query sees every key (encoders; a one-token decoding step): `(B, Hkv, G, Tq, Dv)` and the state
-    `(S, z)`, which includes `init`. The output reads only that state, never `init` itself: a compiled step that
-    updates the cache in place may write the new state over `init`'s memory (inductor in torch 2.11 does)."""
+def _global_sums(qf, kf, v, call: AttentionCall, init=None):
+    """Every query sees every key (encoders; a one-token decoding step): numerator `(B, Hkv, G, Tq, Dv)`,
+    denominator `(B, Hkv, G, Tq)` and the state `(S, z)`, which includes `init`. The sums read only that state, never
+    `init` itself: a compiled step that updates the cache in place may write the new state over `init`'s memory
+    (inductor in torch 2.11 does)."""
     state = torch.einsum("bhtm,bhtd->bhmd", kf, v)
     norm = kf.sum(2)
     if init is not None:
         state, norm = state + init[0], norm + init[1]
     qg = group_queries(qf, call.groups)
-    num = torch.einsum("bhgtm,bhmd->bhgtd", qg, state)
-    den = torch.einsum("bhgtm,bhm->bhgt", qg, norm)
-    return _divide(num, den), (state, norm)
+    return torch.einsum("bhgtm,bhmd->bhgtd", qg, state), torch.einsum("bhgtm,bhm->bhgt", qg, norm), (state, norm)
+
+
+def _global_linear(qf, kf, v, call: AttentionCall, init=None):
+    """`_global_sums` normalised -> `(B, Hkv, G, Tq, Dv)` and the state."""
+    num, den, state = _global_sums(qf, kf, v, call, init)
+    return _divide(num, den), state
 
 
 def _cached_state(layer: RecurrentLayer | None):
@@ -158,10 +163,12 @@ def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, wi
     kf = kf * hybrid.not_sinks(drop, sinks, base)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
-    num, den, final = _causal_sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
+    sums = _global_sums if query.shape[2] == 1 else _causal_sums  # one query is the last: it sees every older key
+    num, den, final = sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
     mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + hybrid.safe_log(den)
     if layer is not None:
-        layer.write_state(S=final[0], z=final[1], **hybrid.buffer_state(key, value, keep, window.size, sinks))
+        buffer = hybrid.buffer_state(layer, key, value, keep, window.size, sinks)
+        layer.write_state(S=final[0], z=final[1], **buffer)
     return hybrid.combine(out_w, mass_w, _divide(num, den), mass_v, window.log_mix)
 
 
@@ -194,7 +201,6 @@ def performer_attention_forward(
     layer = recurrent_layer("performer", key, query.shape[2], call.causal and not call.materialised)
     if window is not None:
         hybrid.check_window_call("performer", call, kwargs)
-        refuse_static_state("performer", layer, "a window hybrid keeps a growing key/value buffer")
         out = _window_hybrid(query, key, value, call, w, scaling, window, layer, p)
         return ungroup(out).to(query.dtype), None
     static_step = layer is not None and layer.decodes_statically(query)  # compiled decoding: PyTorch path
