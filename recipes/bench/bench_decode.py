@@ -14,8 +14,8 @@ Writes `decode.json`, `decode.md` and `decode.png` under --out.
 `--compare` measures instead what compiling the decoding step buys, all through `model.generate` in one process:
 sdpa with its DynamicCache, sdpa with transformers' static cache + torch.compile (`cache_implementation="static"`,
 compiled by `generate` itself), and holo/performer with `RecurrentCache()` (eager) and `RecurrentCache(static=True)`
-(compiled, CUDA graphs), at `--contexts` (default 16k) for `--steps` tokens, with ratios against both sdpa
-baselines and each compiled variant's generated logits against full forwards. On a GPU each setting is also run
+(compiled, CUDA graphs), with `--window W` as window hybrids (4 sinks), at `--contexts` (default 16k) for `--steps`
+tokens, with ratios against both sdpa baselines and each compiled variant's generated logits against full forwards. On a GPU each setting is also run
 under the profiler: its GPU busy time per token beside its wall time per token shows whether the GPU or the host
 bounds it. Writes `compare.json` and `compare.md`.
 
@@ -159,6 +159,9 @@ def compare(args, device: str, dtype) -> None:
     rows = []
     for label, attn, kind in COMPARED:
         model = load(args, attn, device, dtype)
+        if args.window and attn != "sdpa":  # the conversions' window hybrids (4 sinks); sdpa stays full attention
+            hf_attn.set_window(model, args.window)
+            label = label.replace(attn, f"{attn} + window {args.window}")
         cache = hf_attn.RecurrentCache(static=kind.endswith("static")) if kind.startswith("recurrent") else None
         compile_all = args.smoke and kind.endswith("static")
         for t in contexts:
@@ -203,6 +206,8 @@ def main(argv=None) -> None:
     p.add_argument("--compare", action="store_true",
                    help="compiled vs eager decoding through generate (sdpa dynamic/static+compile, holo, performer)")
     p.add_argument("--contexts", type=int, nargs="*", default=[16384], help="prompt lengths for --compare")
+    p.add_argument("--window", type=int, default=0,
+                   help="--compare: holo/performer as window hybrids of this window (and 4 sinks); 0 = none")
     args = p.parse_args(argv)
     if not args.smoke and not args.model_path:
         p.error("--model-path is required unless --smoke")

@@ -32,3 +32,17 @@ def test_compare_times_eager_and_compiled_decoding_against_both_sdpa_baselines(t
     assert all(r["gpu_ms_per_token"] is None for r in rows)  # GPU busy time is profiled on CUDA only
     md = (tmp_path / "compare.md").read_text()
     assert "x sdpa static+compile" in md and "| GPU busy ms/token |" in md
+
+
+def test_compare_times_window_hybrids_eager_and_compiled(tmp_path):
+    """`--compare --window 8`: holo/performer decode as window hybrids (buffer full after the 64-token prompt) through
+    both caches, compiled included, and agree with full forwards; sdpa stays full attention."""
+    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke", "--compare", "--window", "8", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["sdpa dynamic", "sdpa static+compile", "holo + window 8",
+                                            "holo + window 8 compiled", "performer + window 8",
+                                            "performer + window 8 compiled"]
+    assert all(r["rel_diff"] < 1e-4 and r["argmax_agree"] == 1.0 for r in rows)
