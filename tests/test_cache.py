@@ -220,15 +220,20 @@ def test_static_cache_reset_reuses_its_tensors(variant):
     assert {k: v.data_ptr() for k, v in cache.layers[1].state.items()} == where
 
 
+@pytest.mark.parametrize(("window", "sinks"), [(0, 0), (4, 4), (16, 4), (4, 8)])
 @pytest.mark.parametrize("variant", ["holo", "performer"])
-def test_compiled_decoding_step_matches_full_forward(variant):
+def test_compiled_decoding_step_matches_full_forward(variant, window, sinks):
     """`generate` compiles the decoding step by itself for a static cache (on CUDA; `_compile_all_devices` forces
     it here): one graph, no graph break, no recompilation over 8 steps, and the logits of a full forward. The
-    aot_eager backend functionalises the in-place state updates as inductor does, in seconds on a CPU."""
+    aot_eager backend functionalises the in-place state updates as inductor does, in seconds on a CPU. Window
+    hybrids too: the window full after the prompt (4), never full (16 > 15 tokens), and rows that find their last
+    sinks inside the compiled steps (8 sinks, prompts of 4 and 7 real tokens)."""
     from torch._dynamo.utils import counters
     from transformers import CompileConfig
 
     model = tiny_model("llama", variant)
+    if window:
+        hf_attn.set_window(model, window, mix=0.5, sinks=sinks)
     config = CompileConfig(backend="aot_eager", fullgraph=True, mode=None)
     config._compile_all_devices = True
     torch._dynamo.reset()
@@ -295,23 +300,3 @@ def test_static_window_hybrid_matches_dynamic_cache_and_full_forward(variant, wi
     with torch.no_grad():
         model(input_ids=seqs[:, -1:], **{CACHE_KWARG: cache}, use_cache=True)
     assert {k: v.data_ptr() for k, v in layer.state.items()} == where
-
-
-@pytest.mark.parametrize(("window", "sinks"), [(4, 4), (16, 4), (4, 8)])
-@pytest.mark.parametrize("variant", ["holo", "performer"])
-def test_compiled_window_hybrid_decoding_matches_full_forward(variant, window, sinks):
-    """The compiled decoding step of a window hybrid: one graph, no recompilation, and the logits of a full forward
-    (aot_eager, as above), with the window full after the prompt (4), never full (16 > 15 tokens), and with rows
-    that find their last sinks inside the compiled steps (8 sinks, prompts of 4 and 7 real tokens)."""
-    from torch._dynamo.utils import counters
-    from transformers import CompileConfig
-
-    model = tiny_model("llama", variant)
-    hf_attn.set_window(model, window, mix=0.5, sinks=sinks)
-    config = CompileConfig(backend="aot_eager", fullgraph=True, mode=None)
-    config._compile_all_devices = True
-    torch._dynamo.reset()
-    counters.clear()
-    seqs, scores = _generate(model, hf_attn.RecurrentCache(static=True), compile_config=config)
-    assert counters["stats"]["unique_graphs"] == 1 and not counters["recompiles"], dict(counters)
-    torch.testing.assert_close(scores, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
