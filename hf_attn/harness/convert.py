@@ -64,7 +64,7 @@ class ConvertSettings:
     seq_len: int = 512
     batch_size: int = 8
     lora_rank: int = 8
-    lr: float = 1e-2  # LoLCATs' stage-1 rate; at 1e-3 the maps barely move (recipes/evidence/transfer_lr.py)
+    lr: float = 1e-2  # LoLCATs' stage-1 rate; at 1e-3 the maps barely move (recipes/evidence/stage_lr.py)
     recover_lr: float = 1e-4
     out: str = "runs/convert"
     device: str = "auto"
