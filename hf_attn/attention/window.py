@@ -201,7 +201,8 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
         out, lse = _partial(s, vis, lambda w: torch.einsum("bhgnck,bhnkd->bhgncd", w, vb))
     else:  # the sinks as more columns of every band, visible once they left the query's window
         last = base + q_offset + torch.arange(n * chunk, device=query.device).view(n, chunk) - size
-        sink_vis = (sinks.valid[:, None, None] & (sinks.pos[:, None, None] <= last[..., None]))[:, None, None]  # (B,1,1,n,c,S)
+        sink_vis = sinks.valid[:, None, None] & (sinks.pos[:, None, None] <= last[..., None])  # (B, n, chunk, S)
+        sink_vis = sink_vis[:, None, None]  # (B, 1, 1, n, chunk, S)
         width_b = vis.shape[-1]
         s = torch.cat([s, torch.einsum("bhgncd,bhsd->bhgncs", q, sinks.key.float()) * scaling], -1)
         vis = torch.cat([vis, sink_vis.expand(-1, vis.shape[1], -1, -1, -1, -1)], -1)

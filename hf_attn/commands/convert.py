@@ -46,7 +46,8 @@ def register(sub) -> None:
     p.add_argument("--seq-len", type=int, default=S.seq_len, help="tokens per training/eval window")
     p.add_argument("--batch-size", type=int, default=S.batch_size, help="windows per step")
     p.add_argument("--lora-rank", type=int, default=S.lora_rank, help="LoRA rank of stage 2 (q/k/v/o)")
-    p.add_argument("--lr", type=float, default=S.lr, help="peak learning rate of stage 1 (the variant's parts; 1e-3 left them near their start)")
+    p.add_argument("--lr", type=float, default=S.lr,
+                   help="peak learning rate of stage 1 (the variant's parts; 1e-3 left them near their start)")
     p.add_argument("--recover-lr", type=float, default=S.recover_lr,
                    help="peak learning rate of stage 2 (LoRA; 1e-3 diverged on SmolLM2 holo + window 64)")
     p.add_argument("--out", default=S.out, help="run folder")

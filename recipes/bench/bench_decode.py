@@ -15,9 +15,9 @@ Writes `decode.json`, `decode.md` and `decode.png` under --out.
 sdpa with its DynamicCache, sdpa with transformers' static cache + torch.compile (`cache_implementation="static"`,
 compiled by `generate` itself), and holo/performer with `RecurrentCache()` (eager) and `RecurrentCache(static=True)`
 (compiled, CUDA graphs), with `--window W` as window hybrids (4 sinks), at `--contexts` (default 16k) for `--steps`
-tokens, with ratios against both sdpa baselines and each compiled variant's generated logits against full forwards. On a GPU each setting is also run
-under the profiler: its GPU busy time per token beside its wall time per token shows whether the GPU or the host
-bounds it. Writes `compare.json` and `compare.md`.
+tokens, with ratios against both sdpa baselines and each compiled variant's generated logits against full forwards.
+On a GPU each setting is also run under the profiler: its GPU busy time per token beside its wall time per token
+shows whether the GPU or the host bounds it. Writes `compare.json` and `compare.md`.
 
     python recipes/bench/bench_decode.py --model-path DIR --out results/decode --compare     # H200: ~3 min
 """
@@ -178,8 +178,8 @@ def compare(args, device: str, dtype) -> None:
         if device == "cuda":
             torch.cuda.empty_cache()
     base = {(r["setting"], r["T"]): r["tokens_per_s"] for r in rows}
-    lines = ["| setting | context | tokens/s | x sdpa dynamic | x sdpa static+compile | wall ms/token | GPU busy ms/token "
-             "| rel. diff vs full | argmax agree |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| setting | context | tokens/s | x sdpa dynamic | x sdpa static+compile | wall ms/token "
+             "| GPU busy ms/token | rel. diff vs full | argmax agree |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         dyn, sta = base[("sdpa dynamic", r["T"])], base[("sdpa static+compile", r["T"])]
         gpu = "n/a" if r["gpu_ms_per_token"] is None else f"{r['gpu_ms_per_token']:.2f}"

@@ -3,7 +3,8 @@
 # each run's report under $OUT. Defaults are the figures in docs/results/convert_smollm2_gpu/.
 # Usage (repo root):  OUT=/tmp/conv SMOLLM2=/path/to/smollm2-folder bash recipes/evidence/convert_gpu.sh
 #   VARIANTS="performer:64 holo:64 performer:0 holo:0 gauge:0"   TRANSFER=200 RECOVER=300 SEQ=512 BATCH=8
-#   PASSKEY=50 DECODE=16384 LR=1e-3 (stage 1's rate; unset: hf-attn convert's default); a finished stage is skipped on a re-run (the command resumes).
+#   PASSKEY=50 DECODE=16384 LR=1e-3 (stage 1's rate; unset: hf-attn convert's default); a finished stage is
+#   skipped on a re-run (the command resumes).
 set -uo pipefail
 OUT=${OUT:-results/convert}
 SMOLLM2=${SMOLLM2:-smollm2}

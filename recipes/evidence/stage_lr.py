@@ -38,17 +38,18 @@ def stage_row(recipe: dict, data: torch.Tensor) -> dict[str, float]:
 
 def variant_rows(variant: str, args: argparse.Namespace, data: torch.Tensor) -> dict[str, dict[str, float]]:
     """`{"swap": {ppl}, "lr X": stage-1 row, ..., "recover lr Y": stage-2 row, ...}` for one variant."""
+    def settings(lr: float, recover_lr: float = ConvertSettings.recover_lr) -> ConvertSettings:
+        return ConvertSettings(to=variant, transfer_steps=args.steps, recover_steps=args.recover_steps,
+                               seq_len=args.seq_len, batch_size=args.batch_size, lr=lr, recover_lr=recover_lr,
+                               device="cpu", out=str(Path(args.out) / "runs" / f"{variant}_lr{lr:g}"))
+
     torch.manual_seed(0)
     rows = {"swap": {"ppl": perplexity(load_model("smollm2", CPU, variant), data, 2)}}
     for lr in args.lrs:
-        settings = ConvertSettings(to=variant, transfer_steps=args.steps, recover_steps=args.recover_steps,
-                                   seq_len=args.seq_len, batch_size=args.batch_size, lr=lr, device="cpu",
-                                   out=str(Path(args.out) / "runs" / f"{variant}_lr{lr:g}"))
-        rows[f"lr {lr:g}"] = stage_row(stage_recipes(settings)["transfer"], data)
-    for recover_lr in args.recover_lrs:
-        recipe = stage_recipes(settings)["recover"]  # from stage 1 at the last rate
-        recipe["optim"]["lr"] = recover_lr
-        recipe["out_dir"] = str(Path(settings.out) / f"recover_lr{recover_lr:g}")
+        rows[f"lr {lr:g}"] = stage_row(stage_recipes(settings(lr))["transfer"], data)
+    for recover_lr in args.recover_lrs:  # from stage 1 at the last rate, one run folder per stage-2 rate
+        recipe = stage_recipes(settings(args.lrs[-1], recover_lr))["recover"]
+        recipe["out_dir"] = str(Path(recipe["out_dir"]).with_name(f"recover_lr{recover_lr:g}"))
         rows[f"recover lr {recover_lr:g}"] = stage_row(recipe, data)
     return rows
 

@@ -66,10 +66,27 @@ def _divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return num / torch.where(seen, den, torch.ones_like(den))[..., None] * seen[..., None]
 
 
+def _global_sums(qf, kf, v, call: AttentionCall, init=None):
+    """Every query sees every key (encoders; a one-token decoding step): numerator `(B, Hkv, G, Tq, Dv)`,
+    denominator `(B, Hkv, G, Tq)` and the state `(S, z)`, which includes `init`. The sums read only that state, never
+    `init` itself: a compiled step that updates the cache in place may write the new state over `init`'s memory
+    (inductor in torch 2.11 does)."""
+    state = torch.einsum("bhtm,bhtd->bhmd", kf, v)
+    norm = kf.sum(2)
+    if init is not None:
+        state, norm = state + init[0], norm + init[1]
+    qg = group_queries(qf, call.groups)
+    return torch.einsum("bhgtm,bhmd->bhgtd", qg, state), torch.einsum("bhgtm,bhm->bhgt", qg, norm), (state, norm)
+
+
 def _causal_sums(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None):
     """Chunked causal prefix form: numerator `(B, Hkv, G, Tq, Dv)`, denominator `(B, Hkv, G, Tq)` and the final
     state `(S (B,Hkv,m,Dv), z (B,Hkv,m))`. `init = (S, z)` is state carried by a `RecurrentCache`.
+
+    One query (a decoding step) is the last and sees every key: `_global_sums`, which reads only the new state.
     """
+    if qf.shape[2] == 1:
+        return _global_sums(qf, kf, v, call, init)
     off = call.q_offset
     state = torch.einsum("bhtm,bhtd->bhmd", kf[:, :, :off], v[:, :, :off])
     norm = kf[:, :, :off].sum(2)
@@ -105,23 +122,10 @@ def _causal_linear(qf, kf, v, call: AttentionCall, chunk: int = CHUNK, init=None
     return _divide(num, den), final
 
 
-def _global_sums(qf, kf, v, call: AttentionCall, init=None):
-    """Every query sees every key (encoders; a one-token decoding step): numerator `(B, Hkv, G, Tq, Dv)`,
-    denominator `(B, Hkv, G, Tq)` and the state `(S, z)`, which includes `init`. The sums read only that state, never
-    `init` itself: a compiled step that updates the cache in place may write the new state over `init`'s memory
-    (inductor in torch 2.11 does)."""
-    state = torch.einsum("bhtm,bhtd->bhmd", kf, v)
-    norm = kf.sum(2)
-    if init is not None:
-        state, norm = state + init[0], norm + init[1]
-    qg = group_queries(qf, call.groups)
-    return torch.einsum("bhgtm,bhmd->bhgtd", qg, state), torch.einsum("bhgtm,bhm->bhgt", qg, norm), (state, norm)
-
-
-def _global_linear(qf, kf, v, call: AttentionCall, init=None):
-    """`_global_sums` normalised -> `(B, Hkv, G, Tq, Dv)` and the state."""
-    num, den, state = _global_sums(qf, kf, v, call, init)
-    return _divide(num, den), state
+def _global_linear(qf, kf, v, call: AttentionCall):
+    """Non-causal (encoder) attention: `_global_sums` normalised -> `(B, Hkv, G, Tq, Dv)`."""
+    num, den, _ = _global_sums(qf, kf, v, call)
+    return _divide(num, den)
 
 
 def _cached_state(layer: RecurrentLayer | None):
@@ -163,8 +167,7 @@ def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, wi
     kf = kf * hybrid.not_sinks(drop, sinks, base)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
-    sums = _global_sums if query.shape[2] == 1 else _causal_sums  # one query is the last: it sees every older key
-    num, den, final = sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
+    num, den, final = _causal_sums(qf, shift(kf), shift(value.float()), older, init=_cached_state(layer))
     mass_v = group_queries(stab_q, call.groups)[..., 0] + stab_k + hybrid.safe_log(den)
     if layer is not None:
         buffer = hybrid.buffer_state(layer, key, value, keep, window.size, sinks)
@@ -227,11 +230,10 @@ def performer_attention_forward(
     if call.materialised:
         out = (weights @ expand_kv(vf, call.groups)).transpose(1, 2).contiguous()
     elif call.causal:
-        linear = _global_linear if query.shape[2] == 1 else _causal_linear  # one query sees every key
-        out, state = linear(qf, kf, vf, call, init=_cached_state(layer))
+        out, state = _causal_linear(qf, kf, vf, call, init=_cached_state(layer))
         out = ungroup(out)
         if layer is not None:
             layer.write_state(S=state[0], z=state[1])
     else:
-        out = ungroup(_global_linear(qf, kf, vf, call)[0])
+        out = ungroup(_global_linear(qf, kf, vf, call))
     return out.to(query.dtype), None if weights is None else weights.to(query.dtype)
