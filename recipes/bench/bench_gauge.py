@@ -1,25 +1,32 @@
 """Gauge attention speed and memory vs SDPA on the same q/k/v, standalone.
 
-    python recipes/bench/bench_gauge.py --out runs/bench_gauge            # CUDA: T = 1k, 4k, 16k, bf16, 16 x 64
+    python recipes/bench/bench_gauge.py --out runs/bench_gauge            # CUDA: T = 1k-64k, bf16, 16 x 64
+    python recipes/bench/bench_gauge.py --tune 16384 --out runs/tune      # CUDA: the fused kernel's block sizes
     python recipes/bench/bench_gauge.py --smoke --out /tmp/bench_gauge    # CPU, tiny sizes: checks the script runs
 
 For each T it times, forward and forward+backward (causal, no padding, batch 1):
 - `sdpa`: F.scaled_dot_product_attention(q, k, v, is_causal=True), per SDPA backend (auto, flash, cudnn,
   efficient; 'n/a' where the backend refuses these inputs);
-- `gauge`: hf_attn's gauge_attention_forward, parameter-free form (augmented vectors + SDPA), per backend;
-- `gauge-compiled`: the same with `config.gauge_compile=True` (prologue fused by torch.compile; CUDA only);
+- `gauge`: hf_attn's gauge_attention_forward, parameter-free form, as it runs by default (on CUDA the fused
+  Triton kernel, backend `default`);
+- `gauge-sdpa`: the same on its SDPA path (augmented vectors + SDPA, `HF_ATTN_TRITON=0`), per backend;
+- `gauge-compiled`: the SDPA path with `config.gauge_compile=True` (prologue fused by torch.compile; CUDA only);
 - `gauge-explicit`: the explicit T x T KL path (output_attentions=True), forward only, T <= --explicit-max-t.
-- `gauge-wW`: gauge with `config.gauge_pad_width=W` (augmented vectors zero-padded to W, for W in --widths);
+- `gauge-wW`: the SDPA path with `config.gauge_pad_width=W` (augmented vectors zero-padded to W, for W in --widths);
 - `sdpa-wW`: plain SDPA on random q/k/v of head width W (the kernel's cost at that width without gauge's
   prologue: gauge minus this is the prologue).
 Median of --repeats after --warmup runs (CUDA events), peak memory above the inputs, throughput ratio
 gauge/sdpa (= sdpa ms / gauge ms, > 1 means gauge is faster). Prints a markdown table, writes bench_gauge.json.
+`--tune T` first times each kernel of the fused path at T over `TUNE_CANDIDATES` (block sizes, warps, stages),
+one kernel after another keeping the best, writes tune_gauge.json with the settings to put in
+`hf_attn/attention/gauge/kernel.py::LAUNCH`, and runs the benchmark with them.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +39,14 @@ from hf_attn.attention.gauge import gauge_attention_forward
 from hf_attn.utils import write_text_atomic
 
 BACKENDS = ("auto", "flash", "cudnn", "efficient")
+TUNE_CANDIDATES = {  # (query rows, keys, warps, stages) per program, per fused kernel
+    "_fwd": [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 128, 4, 3),
+             (128, 64, 4, 4), (128, 128, 4, 2)],
+    "_bwd_dkv": [(32, 128, 4, 3), (32, 128, 8, 3), (64, 128, 8, 3), (64, 128, 4, 2), (64, 64, 4, 3), (32, 64, 4, 3),
+                 (16, 128, 4, 3), (16, 64, 4, 4)],
+    "_bwd_dq": [(128, 32, 4, 3), (128, 32, 8, 3), (128, 64, 8, 3), (128, 64, 4, 2), (64, 64, 4, 3), (64, 32, 4, 3),
+                (128, 16, 4, 3), (64, 16, 4, 4)],
+}
 
 
 def backend_ctx(name: str):
@@ -73,23 +88,40 @@ def _module(**cfg):
     return SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**cfg))
 
 
+@contextlib.contextmanager
+def sdpa_path():
+    """gauge on its SDPA path: the fused kernels off (`HF_ATTN_TRITON=0`) within the block."""
+    old = os.environ.get("HF_ATTN_TRITON")
+    os.environ["HF_ATTN_TRITON"] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("HF_ATTN_TRITON") if old is None else os.environ.__setitem__("HF_ATTN_TRITON", old)
+
+
 def cases(q, k, v, explicit: bool, compiled: bool, widths: list[int], leaves: list):
     """name -> forward callable on the same q/k/v (`sdpa-wW`: on new leaves of width W, added to `leaves`)."""
     module = _module()
+
+    def on_sdpa(m=module):
+        with sdpa_path():
+            return gauge_attention_forward(m, q, k, v, None)[0]
+
     out = {
         "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
         "gauge": lambda: gauge_attention_forward(module, q, k, v, None)[0],
+        "gauge-sdpa": on_sdpa,
     }
     for w in widths:
         padded = _module(gauge_pad_width=w)
-        out[f"gauge-w{w}"] = lambda m=padded: gauge_attention_forward(m, q, k, v, None)[0]
+        out[f"gauge-w{w}"] = lambda m=padded: on_sdpa(m)
     for w in widths:
         qw, kw, vw = (torch.randn(*q.shape[:-1], w, device=q.device, dtype=q.dtype).requires_grad_() for _ in range(3))
         leaves += [qw, kw, vw]
         out[f"sdpa-w{w}"] = lambda qw=qw, kw=kw, vw=vw: F.scaled_dot_product_attention(qw, kw, vw, is_causal=True)
     if compiled:
         fused = _module(gauge_compile=True)
-        out["gauge-compiled"] = lambda: gauge_attention_forward(fused, q, k, v, None)[0]
+        out["gauge-compiled"] = lambda: on_sdpa(fused)
     if explicit:
         out["gauge-explicit"] = lambda: gauge_attention_forward(module, q, k, v, None, output_attentions=True)[0]
     return out
@@ -105,25 +137,16 @@ def run(t: int, args, device, dtype) -> list[dict]:
     rows = []
     widths = [int(w) for w in args.widths.split(",") if w]
     for name, fwd in cases(q, k, v, t <= args.explicit_max_t, cuda and not args.no_compile, widths, leaves).items():
-        backends = ("explicit",) if name == "gauge-explicit" else (BACKENDS if cuda else ("auto",))
+        backends = {"gauge-explicit": ("explicit",), "gauge": ("default",)}.get(name, BACKENDS if cuda else ("auto",))
         for backend in backends:
             row = {"T": t, "method": name, "backend": backend}
             for mode in ("fwd", "fwd+bwd"):
                 if name == "gauge-explicit" and mode == "fwd+bwd" and t > args.explicit_bwd_max_t:
                     continue
 
-                def step(fwd=fwd, mode=mode):
-                    if mode == "fwd":
-                        with torch.no_grad():
-                            return fwd()
-                    o = fwd()
-                    o = o if o.shape[1] == args.heads else o.transpose(1, 2)  # gauge returns (B, T, H, D)
-                    o.backward(grads.setdefault(o.shape, torch.randn_like(o)))
-                    for x in leaves:
-                        x.grad = None
-
+                step = step_fn(fwd, mode, leaves, grads)
                 try:
-                    with backend_ctx(backend if backend != "explicit" else "auto"):
+                    with backend_ctx(backend if backend in BACKENDS else "auto"):
                         ms, mib = timed(step, args.warmup, args.repeats, cuda)
                 except RuntimeError as e:  # the backend refuses these inputs
                     row[mode] = None
@@ -142,6 +165,50 @@ def run(t: int, args, device, dtype) -> list[dict]:
     return rows
 
 
+def step_fn(fwd, mode: str, leaves: list, grads: dict):
+    """One timed call: the forward under no_grad (`fwd`), or forward + backward (`fwd+bwd`)."""
+
+    def step():
+        if mode == "fwd":
+            with torch.no_grad():
+                return fwd()
+        o = fwd()
+        o.backward(grads.setdefault(o.shape, torch.randn_like(o)))
+        for x in leaves:
+            x.grad = None
+
+    return step
+
+
+def tune(t: int, args, device, dtype, timer=None) -> dict:
+    """Each fused kernel's launch settings at length `t`, chosen in turn from `TUNE_CANDIDATES` (the forward by
+    forward time, the backward kernels by forward + backward time), the rest kept at their best so far."""
+    from hf_attn.attention.gauge import kernel as gk
+
+    shape = (args.batch, args.heads, t, args.head_dim)
+    q, k, v = (torch.randn(shape, device=device, dtype=dtype).requires_grad_() for _ in range(3))
+    fwd = lambda: gauge_attention_forward(_module(), q, k, v, None)[0]  # noqa: E731
+    key = gk.launch_key(args.head_dim, dtype)
+    trials, grads = [], {}
+    timer = timer or (lambda step: timed(step, args.warmup, args.repeats, device.type == "cuda")[0])
+    for kernel, candidates in TUNE_CANDIDATES.items():
+        mode = "fwd" if kernel == "_fwd" else "fwd+bwd"
+        best = None
+        for cand in candidates:
+            gk.LAUNCH[key][kernel] = cand
+            try:
+                ms = timer(step_fn(fwd, mode, [q, k, v], grads))
+            except Exception as e:  # e.g. a block that needs more shared memory than the GPU has
+                trials.append({"kernel": kernel, "launch": cand, "error": (str(e) or type(e).__name__).splitlines()[0][:160]})
+                continue
+            trials.append({"kernel": kernel, "launch": cand, mode: ms})
+            if best is None or ms < best[1]:
+                best = (cand, ms)
+        gk.LAUNCH[key][kernel] = best[0]
+        print(f"{kernel}: best {best[0]} at {best[1]:.3f} ms ({mode})")
+    return {"T": t, "key": list(key), "best": {n: list(c) for n, c in gk.LAUNCH[key].items()}, "trials": trials}
+
+
 def table(rows: list[dict]) -> str:
     head = "| T | method | backend | fwd ms | fwd+bwd ms | fwd x best sdpa | fwd+bwd x best sdpa | peak MiB fwd / fwd+bwd |"
     lines = [head, "|" + "---|" * 8]
@@ -158,7 +225,7 @@ def table(rows: list[dict]) -> str:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--T", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--head-dim", type=int, default=64)
@@ -167,8 +234,9 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--explicit-max-t", type=int, default=4096, help="largest T for the explicit path (forward)")
     p.add_argument("--explicit-bwd-max-t", type=int, default=1024, help="largest T for explicit fwd+bwd")
-    p.add_argument("--widths", default="96,128", help="padded widths for gauge-wW and sdpa-wW rows ('' for none)")
+    p.add_argument("--widths", default="", help="padded widths for gauge-wW and sdpa-wW rows ('' for none)")
     p.add_argument("--no-compile", action="store_true", help="skip gauge-compiled (config.gauge_compile=True)")
+    p.add_argument("--tune", type=int, metavar="T", help="tune the fused kernel's launch settings at length T (CUDA)")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, float32: checks the script runs")
     p.add_argument("--out", default="runs/bench_gauge")
     args = p.parse_args(argv)
@@ -182,6 +250,9 @@ def main(argv=None) -> dict:
             raise SystemExit("bench_gauge needs a CUDA GPU (or --smoke for a CPU check).")
         device = torch.device("cuda")
     dtype = getattr(torch, args.dtype)
+    if args.tune:  # the benchmark below then runs with the tuned settings
+        tuned = tune(args.tune, args, device, dtype)
+        write_text_atomic(Path(args.out) / "tune_gauge.json", json.dumps(tuned, indent=2))
     rows = [r for t in args.T for r in run(t, args, device, dtype)]
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
             "dtype": args.dtype, "batch": args.batch, "heads": args.heads, "head_dim": args.head_dim}

@@ -6,25 +6,31 @@ side) after RoPE, one variance per irrep block from `config.gauge_variance`, ide
 from `config.gauge_irrep_spec` (see `irreps.py` beside this module). The learned form (`hf_attn.wrap(model,
 GaugeConfig())`) hands in its own beliefs (frames and variances) as the kwarg `gauge_beliefs`.
 
-Paths:
-- fast (default): applies whenever every belief has one variance per irrep block, which makes the KL
-  rotation-invariant inside each block and turns `-KL/kappa` into an inner product of augmented vectors
-  (`beliefs.augmented`, head_dim + 1..2 dims, + n_blocks with per-token variances, padded
-  to a multiple of 8). Those go through `torch.nn.functional.scaled_dot_product_attention`, so
-  flash/cuDNN/efficient kernels serve it; causal without padding needs no mask (memory linear in T).
+Paths, all fed by the same algebra: whenever every belief has one variance per irrep block, the KL is
+rotation-invariant inside each block and `-KL/kappa` becomes `q . k + qe . ke + c_j` (`beliefs.augmented_parts`:
+means in their own frames, per-token-variance terms, a per-key constant).
+- fused (CUDA, automatic; `HF_ATTN_TRITON=0` turns it off): the Triton flash kernel in `kernel.py` beside this
+  module takes those terms at head_dim, the key constant in fp32. Causality and key padding only.
+- SDPA (CPU, and masks/dropout the kernel does not take): the terms concatenated into augmented vectors
+  (`beliefs.augmented`, head_dim + 1..2 dims, + n_blocks with per-token variances, padded to a multiple of 8)
+  through `torch.nn.functional.scaled_dot_product_attention`, so flash/cuDNN/efficient kernels serve it;
+  causal without padding needs no mask (memory linear in T).
 - explicit: the KL on the full `Tq x Tk` grid (`kl_explicit`); used for per-dimension variances
   (`GaugeConfig(variance_mode="diagonal")`) and when `output_attentions=True` asks for the weights.
-T5's `position_bias` (and any float 4D mask) is added to the scores on both paths.
+T5's `position_bias` (and any float 4D mask) is added to the scores on the SDPA and explicit paths.
 Diagnostics: if `hf_attn.attention.gauge.diagnostics.collect(model)` is active, each call records row_std, mu_dist,
 phi_std and KL statistics from sampled rows of the tensors it already has.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
 from ...utils import HfAttnError
-from .beliefs import Beliefs, augmented, kl_explicit
+from ...kernels import kernels_enabled
+from .beliefs import Beliefs, augmented, augmented_parts, kl_explicit
 from .settings import GaugeSettings, settings_from_config
 from ..common import AttentionCall, autocast_entry, check_dropout, expand_kv, masked_softmax_weights, parse_call, visible
 
@@ -128,25 +134,29 @@ def pad_width(needed: int, dv: int, config) -> int:
     return want
 
 
+def free_key(key: torch.Tensor, inv_var: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The parameter-free form's key side: `k / t` in the key dtype and the key constant `c = -|k|^2_t / 2`
+    `(..., 1)`, summed in fp32 (fp64 stays fp64) without full-size fp32 copies when every `t` is 1
+    (`inv_var` None; else `inv_var` is 1/t per dim)."""
+    if inv_var is None:
+        acc = torch.promote_types(key.dtype, torch.float32)  # fp32 sums for 16-bit keys, fp64 stays fp64
+        return key, -0.5 * torch.linalg.vector_norm(key, dim=-1, keepdim=True, dtype=acc).square()
+    kf = key.float()
+    return (kf * inv_var).to(key.dtype), -0.5 * (kf.square() * inv_var).sum(-1, keepdim=True)
+
+
 def free_vectors(query, key, value, inv_var: torch.Tensor | None, split: bool, width: int):
     """Augmented `(q~, k~, v~)` of the parameter-free form in the input dtype, in few kernels and without
     full-size fp32 copies (at long T this prologue, not SDPA, was what set gauge apart from sdpa at width 72).
 
-    Same algebra as `augmented` for identity frames and constant variances `t` (`inv_var` = 1/t per dim, None
-    when every t is 1): `q~ = [q, 1(, 1), 0...]`, `k~ = [k / t, c(_hi, c_lo), 0...]` with `c_j = -|k_j|^2_t / 2`
-    shifted by `c_0`, `v~ = [v, 0...]`, all `width` wide.
+    Same algebra as `augmented` for identity frames and constant variances `t` (`free_key`):
+    `q~ = [q, 1(, 1), 0...]`, `k~ = [k / t, c(_hi, c_lo), 0...]` with `c` shifted by `c_0`, `v~ = [v, 0...]`,
+    all `width` wide.
     """
     d, dv, dtype = query.shape[-1], value.shape[-1], query.dtype
     extra = 2 if split else 1
     lead_q, lead_k = query.shape[:-1], key.shape[:-1]
-    if inv_var is None:
-        ks = key
-        acc = torch.promote_types(key.dtype, torch.float32)  # fp32 sums for 16-bit keys, fp64 stays fp64
-        c = -0.5 * torch.linalg.vector_norm(key, dim=-1, keepdim=True, dtype=acc).square()
-    else:
-        kf = key.float()
-        ks = (kf * inv_var).to(dtype)
-        c = -0.5 * (kf.square() * inv_var).sum(-1, keepdim=True)
+    ks, c = free_key(key, inv_var)
     c = c - c[..., :1, :]
     if split:
         hi = c.to(torch.bfloat16).float()
@@ -195,6 +205,39 @@ def fast_path(call, qa, ka, v, dv: int, settings: GaugeSettings, mask4, p: float
     return out.transpose(1, 2)
 
 
+def _kernel():
+    """The Triton module (imported on first use: Triton is optional)."""
+    from . import kernel
+
+    return kernel
+
+
+def fused_call(call: AttentionCall, mask4, query, value, p: float) -> tuple[bool, torch.Tensor | None]:
+    """`(use the fused kernel, its key-padding mask)`. The kernel takes causality and key padding; other masks
+    (T5's bias, any 4D mask that is more than those two), dropout and unequal q/v widths go to the SDPA path.
+    A 4D bool mask is accepted when it equals causality plus the key padding read off it (an O(Tq x Tk)
+    check that runs only when such a mask was built, i.e. with padding)."""
+    d = query.shape[-1]
+    if p or call.bias is not None or value.shape[-1] != d or d > 128 or not kernels_enabled(query):
+        return False, None
+    if mask4 is None:
+        return True, call.key_padding
+    if mask4.shape[1] != 1:
+        return False, None
+    padding = mask4[:, 0].any(-2)  # the keys some query sees
+    want = visible(replace(call, key_padding=padding), *mask4.shape[-2:], mask4.device)
+    return torch.equal(mask4, want.expand_as(mask4)), padding
+
+
+def fused_beliefs(call: AttentionCall, qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, padding):
+    """The learned form through the fused kernel: rotated means in the value dtype, the key constant and the
+    per-token-variance terms in fp32 (`augmented_parts`)."""
+    parts = augmented_parts(qb, kb, settings.layout)
+    extra = None if parts.q_extra is None else (parts.q_extra, parts.k_extra)
+    return _kernel().gauge_flash(parts.q.to(value.dtype), parts.k.to(value.dtype), value, parts.c.squeeze(-1),
+                       1.0 / settings.kappa, call.causal, padding, extra)
+
+
 @autocast_entry
 def gauge_attention_forward(
     module: torch.nn.Module,
@@ -226,19 +269,26 @@ def gauge_attention_forward(
     store = getattr(module, "gauge_diagnostics", None)
     weights, qb, kb = None, None, None
     free = isinstance(source, ParameterFree) and not kwargs.get("output_attentions")
+    fused, padding = fused_call(call, mask4, query, value, p)
     if free:
         inv_var = None if all(v == 1.0 for v in settings.variance) else 1.0 / torch.tensor(
             [settings.variance[i] for i in settings.layout.block_of_dim()], device=query.device)
-        split = query.dtype in (torch.bfloat16, torch.float16)
-        config = getattr(module, "config", None)
-        width = pad_width(query.shape[-1] + 1 + split, value.shape[-1], config)
-        qa, ka, v = _free_builder(config)(query, key, value, inv_var, split, width)
-        out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
+        if fused:
+            ks, c = free_key(key, inv_var)
+            out = _kernel().gauge_flash(query, ks, value, c.squeeze(-1), 1.0 / settings.kappa, call.causal, padding)
+        else:
+            split = query.dtype in (torch.bfloat16, torch.float16)
+            config = getattr(module, "config", None)
+            width = pad_width(query.shape[-1] + 1 + split, value.shape[-1], config)
+            qa, ka, v = _free_builder(config)(query, key, value, inv_var, split, width)
+            out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
     else:
         qb, kb = source.beliefs(query, key)
         if kwargs.get("output_attentions") or not (qb.per_block and kb.per_block):
             out, weights = explicit_path(call, qb, kb, value, settings, mask4, p)
             weights = weights.to(query.dtype)
+        elif fused and settings.layout.n_blocks <= _kernel().EXTRA_WIDTH:
+            out = fused_beliefs(call, qb, kb, value, settings, padding)
         else:
             qa, ka, v = belief_vectors(qb, kb, value, settings, getattr(module, "config", None))
             out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)

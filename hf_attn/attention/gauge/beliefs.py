@@ -98,6 +98,36 @@ def kl_explicit(q: Beliefs, k: Beliefs, layout: IrrepLayout) -> torch.Tensor:
     return total
 
 
+@dataclass
+class AugmentedParts:
+    """The terms of `-KL_ij` up to per-query constants, as a flash kernel takes them:
+    `q . k + q_extra . k_extra + c` (`augmented` concatenates them into one inner product for SDPA)."""
+
+    q: torch.Tensor  # (B, Hq, Tq, D) query means in their own frames, a_i
+    k: torch.Tensor  # (B, Hk, Tk, D) key means in their own frames over their variance, a_j / t_j
+    c: torch.Tensor  # (B, Hk, Tk, 1) the key constant c_j
+    q_extra: torch.Tensor | None  # (B, Hq, Tq, n_blocks) u_i with token-dependent variances, else None
+    k_extra: torch.Tensor | None  # (B, Hk, Tk, n_blocks) 1 / t_j, or None
+
+
+def augmented_parts(q: Beliefs, k: Beliefs, layout: IrrepLayout) -> AugmentedParts:
+    """The augmented terms of `q`, `k` (module docstring); needs one variance per block."""
+    if not (q.per_block and k.per_block):
+        raise ValueError("augmented vectors need one variance per irrep block; use kl_explicit")
+    dims = torch.tensor([b.dim for b in layout.blocks], dtype=q.mu.dtype, device=q.mu.device)
+    idx = torch.tensor(layout.block_of_dim(), device=q.mu.device)
+    a, b = rotate_into_frames(q.mu, q.phi, layout), rotate_into_frames(k.mu, k.phi, layout)
+    inv_t = 1.0 / k.var
+    sq_b = torch.zeros(*b.shape[:-1], layout.n_blocks, dtype=b.dtype, device=b.device)
+    sq_b = sq_b.index_add(-1, idx, b * b)  # |b_jb|^2 per block
+    c = -0.5 * (sq_b * inv_t + dims * k.var.log()).sum(-1, keepdim=True)
+    kv = b * inv_t.index_select(-1, idx)
+    if q.token_independent and k.token_independent:
+        return AugmentedParts(a, kv, c, None, None)
+    sa = torch.zeros(*a.shape[:-1], layout.n_blocks, dtype=a.dtype, device=a.device).index_add(-1, idx, a * a)
+    return AugmentedParts(a, kv, c, -0.5 * (sa + dims * q.var), inv_t.expand(*kv.shape[:-1], layout.n_blocks))
+
+
 def augmented(q: Beliefs, k: Beliefs, layout: IrrepLayout, split_constant: bool = False, multiple: int = 8):
     """Augmented query/key vectors `(B, Hq, Tq, A)`, `(B, Hk, Tk, A)` with `Q K^T = -KL + per-query const`.
 
@@ -107,24 +137,12 @@ def augmented(q: Beliefs, k: Beliefs, layout: IrrepLayout, split_constant: bool 
     that no later key can change, so causality and cached decoding stay exact).
     Both vectors are zero-padded to a multiple of `multiple` dims so flash/cuDNN kernels take them.
     """
-    if not (q.per_block and k.per_block):
-        raise ValueError("augmented vectors need one variance per irrep block; use kl_explicit")
-    dims = torch.tensor([b.dim for b in layout.blocks], dtype=q.mu.dtype, device=q.mu.device)
-    idx = torch.tensor(layout.block_of_dim(), device=q.mu.device)
-    a, b = rotate_into_frames(q.mu, q.phi, layout), rotate_into_frames(k.mu, k.phi, layout)
-    inv_t = 1.0 / k.var
-    kv = b * inv_t.index_select(-1, idx)
-    sq_b = torch.zeros(*b.shape[:-1], layout.n_blocks, dtype=b.dtype, device=b.device)
-    sq_b = sq_b.index_add(-1, idx, b * b)  # |b_jb|^2 per block
-    c = -0.5 * (sq_b * inv_t + dims * k.var.log()).sum(-1, keepdim=True)
-    c = c - c[..., :1, :].detach()  # a per-head constant from key 0: never from a future key
-    ones_q = torch.ones(*a.shape[:-1], 1, dtype=a.dtype, device=a.device)
-    if q.token_independent and k.token_independent:
-        qa, ka = [a], [kv]
-    else:
-        sa = torch.zeros(*a.shape[:-1], layout.n_blocks, dtype=a.dtype, device=a.device).index_add(-1, idx, a * a)
-        u = -0.5 * (sa + dims * q.var)
-        qa, ka = [a, u], [kv, inv_t.expand(*kv.shape[:-1], layout.n_blocks)]
+    parts = augmented_parts(q, k, layout)
+    c = parts.c - parts.c[..., :1, :].detach()  # a per-head constant from key 0: never from a future key
+    ones_q = torch.ones(*parts.q.shape[:-1], 1, dtype=parts.q.dtype, device=parts.q.device)
+    qa, ka = [parts.q], [parts.k]
+    if parts.q_extra is not None:
+        qa, ka = qa + [parts.q_extra], ka + [parts.k_extra]
     if split_constant:
         hi = c.bfloat16().to(c.dtype)
         qa, ka = qa + [ones_q, ones_q], ka + [hi, c - hi]
@@ -135,4 +153,3 @@ def augmented(q: Beliefs, k: Beliefs, layout: IrrepLayout, split_constant: bool 
     if pad:
         qa, ka = torch.nn.functional.pad(qa, (0, pad)), torch.nn.functional.pad(ka, (0, pad))
     return qa, ka
-
