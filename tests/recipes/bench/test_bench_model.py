@@ -52,3 +52,14 @@ def test_unknown_attention_exits_2_naming_it_and_the_known_ones(bench, tmp_path,
     err = capsys.readouterr().err
     assert "unknown --attn ['flash9']" in err and all(n in err for n in ("sdpa", "holo", "performer", "gauge"))
     assert not (tmp_path / "model_step.json").exists()
+
+
+def test_null_attention_returns_the_value_heads_and_keeps_query_and_key_gradients(bench):
+    import torch
+
+    q, k, v = (torch.randn(1, h, 5, 8, requires_grad=True) for h in (4, 2, 2))
+    out, weights = bench.null_attention(None, q, k, v, None)
+    assert weights is None and out.shape == (1, 5, 4, 8) and out.is_contiguous()
+    assert torch.equal(out, v.repeat_interleave(2, dim=1).transpose(1, 2))  # query heads 0, 1 read kv head 0
+    out.sum().backward()
+    assert torch.equal(q.grad, torch.zeros_like(q)) and torch.equal(v.grad, torch.full_like(v, 2.0))
