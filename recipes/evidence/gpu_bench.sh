@@ -10,7 +10,7 @@ run() {  # name, timeout seconds, command...
   echo "=== $name"; local t0=$SECONDS
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1; echo "rc=$? ${name} $((SECONDS - t0))s"; tail -n 25 "$OUT/$name.log"
 }
-run kernel_tests 400 python -m pytest -q -x -p no:cacheprovider tests/kernels tests/attention/*/test_kernel.py tests/test_cache.py
+run kernel_tests 400 python -P -m pytest -q -x -p no:cacheprovider tests/kernels tests/attention/*/test_kernel.py tests/test_cache.py
 run kernels 300 python recipes/bench/bench_kernels.py --graphs --out "$OUT/kernels"
 run profile 60 python recipes/bench/profile_kernels.py --variants holo,performer
 run scan 150 python recipes/bench/tune_scan.py --out "$OUT/scan"
