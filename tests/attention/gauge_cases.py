@@ -15,7 +15,7 @@ class RandomBeliefs:
         n = self.settings.layout.n_blocks if self.per_block else x.shape[-1]
         var = torch.rand(*x.shape[:3], n, generator=self.g, dtype=torch.float64) + 0.5
         phi = torch.randn(*x.shape[:3], 3, generator=self.g, dtype=torch.float64)
-        b = Beliefs(x.double(), var, phi, self.per_block)
+        b = Beliefs(x.double(), var.to(x.device), phi.to(x.device), self.per_block)
         self.made[name] = b
         return b
 

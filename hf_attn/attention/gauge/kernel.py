@@ -36,7 +36,7 @@ EW = tl.constexpr(EXTRA_WIDTH)
 # (BM query rows, BN keys, num_warps, num_stages) per kernel, by (padded head_dim <= 64, 16-bit operands).
 # `recipes/bench/bench_gauge.py --tune` times the alternatives on a GPU.
 LAUNCH = {  # tuned on an H200 at 16k tokens, 16 heads (head_dim 64 and 128, bf16)
-    (True, True): dict(_fwd=(64, 64, 4, 3), _bwd_dkv=(32, 128, 4, 3), _bwd_dq=(64, 64, 4, 3)),
+    (True, True): dict(_fwd=(64, 128, 4, 3), _bwd_dkv=(64, 64, 4, 4), _bwd_dq=(64, 128, 4, 3)),
     (False, True): dict(_fwd=(128, 128, 8, 3), _bwd_dkv=(64, 128, 8, 3), _bwd_dq=(128, 64, 8, 3)),
     (True, False): dict(_fwd=(64, 32, 4, 2), _bwd_dkv=(32, 64, 4, 2), _bwd_dq=(64, 32, 4, 2)),
 }

@@ -106,30 +106,31 @@ def test_attention_function_routes_both_forms_through_the_kernel(fused, learned)
     module.config.gauge_irrep_spec = "2x0+1x1+1x2"
     settings = settings_from_config(module.config, d, d**-0.5)
     kw = {"gauge_beliefs": RandomBeliefs(settings, per_block=True)} if learned else {}
-    out, _ = fn(module, q, k, v, padding, scaling=d**-0.5, **kw)
-    assert len(fused) == 1 and fused[0][5] is True and fused[0][6] is padding
+    out, _ = fn(module, *(x.to(DEVICE) for x in (q, k, v, padding)), scaling=d**-0.5, **kw)
+    out = out.cpu()
+    assert len(fused) == 1 and fused[0][5] is True and torch.equal(fused[0][6].cpu(), padding)
     assert (fused[0][7] is not None) == learned  # per-token variances travel as the extra terms
     vis = _visible(b, hq, t, t, True, padding)
     extra = {}
     if learned:
         qb, kb = kw["gauge_beliefs"].made["q"], kw["gauge_beliefs"].made["k"]
-        extra = dict(phi_q=qb.phi, phi_k=kb.phi, var_q=qb.var_per_dim(settings.layout),
-                     var_k=kb.var_per_dim(settings.layout))
+        extra = dict(phi_q=qb.phi.cpu(), phi_k=kb.phi.cpu(), var_q=qb.var_per_dim(settings.layout).cpu(),
+                     var_k=kb.var_per_dim(settings.layout).cpu())
     ref = gauge_reference(module, q, k, v, vis, None, d**-0.5, **extra)
     live = vis.any(-1).transpose(1, 2)
     assert rel(out[live], ref[live]) < 1e-5
 
 
 def test_masks_beyond_causal_and_padding_stay_on_sdpa(fused):
-    q, k, v = (torch.randn(2, 2, 12, 16) for _ in range(3))
-    mask = torch.ones(2, 1, 12, 12, dtype=torch.bool).tril()
+    q, k, v = (torch.randn(2, 2, 12, 16, device=DEVICE) for _ in range(3))
+    mask = torch.ones(2, 1, 12, 12, dtype=torch.bool, device=DEVICE).tril()
     mask[1, :, :, :3] = False  # causal + left padding: the kernel takes it, padding read off the mask
     out, _ = fn(_module(), q, k, v, mask)
     assert len(fused) == 1 and fused[0][6].tolist() == [[True] * 12, [False] * 3 + [True] * 9]
-    window = mask & torch.ones(12, 12, dtype=torch.bool).triu(-3)  # a sliding window is more than padding
+    window = mask & torch.ones(12, 12, dtype=torch.bool, device=DEVICE).triu(-3)  # more than padding
     slow, _ = fn(_module(), q, k, v, window, output_attentions=True)
     fast, _ = fn(_module(), q, k, v, window)
-    fn(_module(), q, k, v, None, position_bias=torch.randn(1, 2, 12, 12))
+    fn(_module(), q, k, v, None, position_bias=torch.randn(1, 2, 12, 12, device=DEVICE))
     assert len(fused) == 1
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, fn(_module(), q, k, v, mask, output_attentions=True)[0], rtol=1e-5, atol=1e-6)
@@ -140,9 +141,9 @@ def test_llama_with_left_padding_gives_the_sdpa_paths_logits(fused):
     config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attn_implementation="gauge")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval()
-    ids = torch.randint(0, 64, (2, 20))
-    attention = torch.ones(2, 20, dtype=torch.long)
+    model = LlamaForCausalLM(config).eval().to(DEVICE)
+    ids = torch.randint(0, 64, (2, 20), device=DEVICE)
+    attention = torch.ones(2, 20, dtype=torch.long, device=DEVICE)
     attention[1, :6] = 0
     with torch.no_grad():
         got = model(ids, attention_mask=attention).logits
