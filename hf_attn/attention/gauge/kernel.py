@@ -25,6 +25,7 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from ...kernels import dot_precision
 from ...kernels.tiles import unit_last_stride
@@ -333,10 +334,28 @@ def launch_key(head_dim: int, dtype: torch.dtype) -> tuple[bool, bool]:
     return padded_dim(head_dim) <= 64, operand_type(dtype) != "fp32"
 
 
-def _launch(kernel: str, q: torch.Tensor) -> dict:
-    """Block sizes and launch options of `kernel` for inputs like `q`."""
-    bm, bn, warps, stages = LAUNCH[launch_key(q.shape[-1], q.dtype)][kernel]
-    return dict(BM=bm, BN=bn, num_warps=warps, num_stages=stages)
+_FITTED: dict = {}  # (kernel, its LAUNCH setting, constexprs) -> the setting that fits this GPU's shared memory
+
+
+def _launch(name: str, kernel, grid, q: torch.Tensor, consts: dict, *args) -> None:
+    """Launch `kernel` (`grid(meta)`) with `LAUNCH`'s setting for inputs like `q`, stepping down num_stages, then
+    the larger block, while the GPU lacks the shared memory for them (the learned form's extra tiles at
+    head_dim 128 need more than Hopper's 227 KB at the tuned setting). The first fitting setting is kept."""
+    setting = LAUNCH[launch_key(q.shape[-1], q.dtype)][name]
+    key = (name, setting, tuple(sorted(consts.items())))
+    bm, bn, warps, stages = _FITTED.get(key, setting)
+    while True:
+        try:
+            kernel[grid](*args, **consts, BM=bm, BN=bn, num_warps=warps, num_stages=stages)
+            _FITTED[key] = (bm, bn, warps, stages)
+            return
+        except OutOfResources:
+            if stages > 1:
+                stages -= 1
+            elif max(bm, bn) > 16:
+                bm, bn = (bm // 2, bn) if bm >= bn else (bm, bn // 2)
+            else:
+                raise
 
 
 def _bthd_strides(x: torch.Tensor) -> tuple[int, int, int]:
@@ -361,12 +380,11 @@ class _GaugeFlash(torch.autograd.Function):
                       OP=operand_type(q.dtype), PREC=dot_precision(q.dtype))
         o = torch.empty(b, tq, hq, d, device=q.device, dtype=q.dtype)
         lse = torch.empty(b, hq, tq, device=q.device, dtype=torch.float32)
-        launch = _launch("_fwd", q)
         q_offset = tk - tq if causal else 0
-        _fwd[(triton.cdiv(tq, launch["BM"]), b * hq)](
-            q, k, v, qe if has_extra else c, ke if has_extra else c, c, km, o, lse,
-            tq, tk, hq, hkv, hq // hkv, q_offset, scale * LOG2E, d, e,
-            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *_bthd_strides(o), **consts, **launch)
+        _launch("_fwd", _fwd, lambda meta: (triton.cdiv(tq, meta["BM"]), b * hq), q, consts,
+                q, k, v, qe if has_extra else c, ke if has_extra else c, c, km, o, lse,
+                tq, tk, hq, hkv, hq // hkv, q_offset, scale * LOG2E, d, e,
+                *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *_bthd_strides(o))
         ctx.save_for_backward(q, k, v, qe, ke, c, km, o, lse)
         ctx.scale, ctx.consts, ctx.q_offset = scale, consts, q_offset
         return o
@@ -392,13 +410,10 @@ class _GaugeFlash(torch.autograd.Function):
         common = (tq, tk, hq, hkv, hq // hkv, ctx.q_offset, ctx.scale * LOG2E, ctx.scale, d, e,
                   *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *_bthd_strides(do))
         extra_in = (qe, ke) if has_extra else (c, c)
-        launch = _launch("_bwd_dkv", q)
-        _bwd_dkv[(triton.cdiv(tk, launch["BN"]), b * hkv)](
-            q, k, v, *extra_in, c, km, do, lse, delta, dk, dv, dke if has_extra else dc, dc, *common,
-            **consts, **launch)
-        launch = _launch("_bwd_dq", q)
-        _bwd_dq[(triton.cdiv(tq, launch["BM"]), b * hq)](
-            q, k, v, *extra_in, c, km, do, lse, delta, dq, dqe if has_extra else dc, *common, **consts, **launch)
+        _launch("_bwd_dkv", _bwd_dkv, lambda meta: (triton.cdiv(tk, meta["BN"]), b * hkv), q, consts,
+                q, k, v, *extra_in, c, km, do, lse, delta, dk, dv, dke if has_extra else dc, dc, *common)
+        _launch("_bwd_dq", _bwd_dq, lambda meta: (triton.cdiv(tq, meta["BM"]), b * hq), q, consts,
+                q, k, v, *extra_in, c, km, do, lse, delta, dq, dqe if has_extra else dc, *common)
         return dq, dk, dv, dqe, dke, dc, None, None, None
 
 

@@ -153,3 +153,24 @@ def test_llama_with_left_padding_gives_the_sdpa_paths_logits(fused):
         want = model(ids, attention_mask=attention).logits
     live = attention.bool()
     assert rel(got[live], want[live]) < 1e-5
+
+
+def test_launch_steps_down_until_the_blocks_fit_shared_memory_and_remembers_it(monkeypatch):
+    from triton.runtime.errors import OutOfResources
+
+    tried = []
+
+    class Kernel:  # fits only with one stage and 32-key blocks, as a smaller GPU's shared memory might
+        def __getitem__(self, grid):
+            def run(*args, BM, BN, num_warps, num_stages, **consts):
+                tried.append((BM, BN, num_warps, num_stages))
+                if num_stages > 1 or BN > 32:
+                    raise OutOfResources(300_000, 232_448, "shared memory")
+            return run
+
+    q = torch.empty(1, 1, 1, 128, dtype=torch.bfloat16)
+    monkeypatch.setitem(gk.LAUNCH, gk.launch_key(128, torch.bfloat16), {"_fwd": (64, 128, 8, 3)})
+    gk._launch("_fwd", Kernel(), None, q, {"HAS_EXTRA": True})
+    assert tried == [(64, 128, 8, 3), (64, 128, 8, 2), (64, 128, 8, 1), (64, 64, 8, 1), (32, 64, 8, 1), (32, 32, 8, 1)]
+    gk._launch("_fwd", Kernel(), None, q, {"HAS_EXTRA": True})
+    assert tried[-1] == (32, 32, 8, 1) and len(tried) == 7  # the fitting setting is reused at once
