@@ -30,6 +30,7 @@ from hf_attn.utils import atomic_path, write_text_atomic
 from profile_kernels import profile_step
 
 FLOOR = "bench_null"
+RAW_KEYS = ("head_dim", "T", "attn", "step_ms", "peak_GiB", "attention_kernel_ms", "total_kernel_ms", "error")
 # Substrings of the names of attention kernels: hf-attn's Triton kernels (`*_fwd`, `*_bwd`, the block scan
 # `_scan_blocks`) and sdpa's flash, cuDNN and memory-efficient (`fmha`) kernels. The rest is the model around them.
 ATTENTION_KERNEL_MARKERS = ("_fwd", "_bwd", "flash", "cudnn", "fmha", "_scan_blocks")
@@ -91,26 +92,35 @@ def ratios(rows: list[dict]) -> list[dict]:
     """Each row with `x_sdpa` (sdpa step / step), `attention_ms` (step - floor) and `attention_x_sdpa` (sdpa
     attention ms / attention ms), against the sdpa and floor rows of its (head_dim, T); None where undefined."""
     step = {(r["head_dim"], r["T"], r["attn"]): r.get("step_ms") for r in rows}
+    kernels = {(r["head_dim"], r["T"], r["attn"]): r.get("attention_kernel_ms") for r in rows}
     out = []
     for r in rows:
         key, ms = (r["head_dim"], r["T"]), r.get("step_ms")
         sdpa, floor = step.get((*key, "sdpa")), step.get((*key, "floor"))
         attn = ms - floor if ms is not None and floor is not None and r["attn"] != "floor" else None
         sdpa_attn = sdpa - floor if sdpa is not None and floor is not None else None
+        own, sdpa_kernels = r.get("attention_kernel_ms"), kernels.get((*key, "sdpa"))
         out.append({**r, "x_sdpa": sdpa / ms if sdpa and ms else None, "attention_ms": attn,
-                    "attention_x_sdpa": sdpa_attn / attn if sdpa_attn and attn and attn > 0 else None})
+                    "attention_x_sdpa": sdpa_attn / attn if sdpa_attn and sdpa_attn > 0 and attn and attn > 0 else None,
+                    "attention_kernels_x_sdpa": sdpa_kernels / own if sdpa_kernels and own else None})
     return out
 
 
 def table(rows: list[dict]) -> str:
-    """The markdown table of `ratios(rows)`; an error row shows its error in the step column."""
+    """The markdown table of `ratios(rows)`; an error row shows its error in the step column. With --profile
+    figures, two more columns: the attention kernels' time and its ratio to sdpa's."""
     fmt = lambda x, f="{:.2f}": "-" if x is None else f.format(x)  # noqa: E731
-    lines = ["| head_dim | T | attn | step ms | x sdpa | attention ms | attention x sdpa | peak GiB |",
-             "|---|---|---|---|---|---|---|---|"]
+    profiled = any("attention_kernel_ms" in r for r in rows)
+    extra = " attention kernels ms | kernels x sdpa |" if profiled else ""
+    lines = ["| head_dim | T | attn | step ms | x sdpa | attention ms | attention x sdpa | peak GiB |" + extra,
+             "|---|---|---|---|---|---|---|---|" + "---|---|" * profiled]
     for r in ratios(rows):
         ms = r["error"][:60] if "error" in r else fmt(r["step_ms"], "{:.1f}")
-        lines.append(f"| {r['head_dim']} | {r['T']} | {r['attn']} | {ms} | {fmt(r['x_sdpa'])} | "
-                     f"{fmt(r['attention_ms'], '{:.1f}')} | {fmt(r['attention_x_sdpa'])} | {fmt(r.get('peak_GiB'))} |")
+        line = (f"| {r['head_dim']} | {r['T']} | {r['attn']} | {ms} | {fmt(r['x_sdpa'])} | "
+                f"{fmt(r['attention_ms'], '{:.1f}')} | {fmt(r['attention_x_sdpa'])} | {fmt(r.get('peak_GiB'))} |")
+        if profiled:
+            line += f" {fmt(r.get('attention_kernel_ms'), '{:.1f}')} | {fmt(r['attention_kernels_x_sdpa'])} |"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -151,7 +161,12 @@ def main(argv=None) -> None:
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--attn", nargs="+", default=["sdpa", "holo", "performer", "gauge"])
     p.add_argument("--profile", action="store_true", help="CUDA: one profiled step per row, attention kernel ms")
+    p.add_argument("--replot", metavar="MODEL_STEP_JSON", help="re-render the table and plot of a saved run; no timing")
     args = p.parse_args(argv)
+    if args.replot:
+        saved = json.loads(Path(args.replot).read_text())
+        return write_outputs([{k: v for k, v in r.items() if k in RAW_KEYS} for r in saved["rows"]], saved["env"],
+                             Path(args.out))
     known = ["eager", "sdpa", *sorted(hf_attn.list_variants())]
     unknown = [a for a in args.attn if a not in known]
     if unknown:
@@ -166,7 +181,11 @@ def main(argv=None) -> None:
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
            "transformers": transformers.__version__, "dtype": str(dtype), "batch": 1,
            **{k: getattr(args, k) for k in ("hidden", "layers", "intermediate", "vocab", "gqa", "reps", "attn")}}
-    out = Path(args.out)
+    write_outputs(rows, env, Path(args.out))
+
+
+def write_outputs(rows: list[dict], env: dict, out: Path) -> None:
+    """model_step.json (rows with their ratios), model_step.md (the table, also printed) and model_step.png."""
     write_text_atomic(out / "model_step.json", json.dumps({"env": env, "rows": ratios(rows)}, indent=1))
     md = table(rows)
     write_text_atomic(out / "model_step.md", md + "\n")

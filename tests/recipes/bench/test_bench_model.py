@@ -63,3 +63,18 @@ def test_null_attention_returns_the_value_heads_and_keeps_query_and_key_gradient
     assert torch.equal(out, v.repeat_interleave(2, dim=1).transpose(1, 2))  # query heads 0, 1 read kv head 0
     out.sum().backward()
     assert torch.equal(q.grad, torch.zeros_like(q)) and torch.equal(v.grad, torch.full_like(v, 2.0))
+
+
+def test_replot_adds_the_profiled_kernel_columns_and_drops_noise_ratios(bench, tmp_path):
+    rows = [{"head_dim": 128, "T": 4096, "attn": "floor", "step_ms": 25.0, "attention_kernel_ms": 0.0},
+            {"head_dim": 128, "T": 4096, "attn": "sdpa", "step_ms": 24.9, "attention_kernel_ms": 2.4},
+            {"head_dim": 128, "T": 4096, "attn": "holo", "step_ms": 24.0, "attention_kernel_ms": 1.6}]
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"env": {"device": "gpu", "hidden": 64, "layers": 2, "dtype": "torch.bfloat16"},
+                                 "rows": bench.ratios(rows)}))
+    bench.main(["--replot", str(saved), "--out", str(tmp_path / "again")])
+    lines = (tmp_path / "again" / "model_step.md").read_text().splitlines()
+    assert lines[0].endswith("| attention kernels ms | kernels x sdpa |")
+    # a step under the floor (noise) has no attention ratio; the kernel time still gives one
+    assert lines[4] == "| 128 | 4096 | holo | 24.0 | 1.04 | -1.0 | - | - | 1.6 | 1.50 |"
+    assert json.loads((tmp_path / "again" / "model_step.json").read_text())["rows"] == bench.ratios(rows)
