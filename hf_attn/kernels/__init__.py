@@ -1,6 +1,7 @@
-"""Fused Triton kernels for the linear-time variants (holo, performer) and the rule that picks them.
+"""What the fused Triton kernels (holo, performer, gauge: `hf_attn/attention/*/kernel.py`) share, and the rule
+that picks them.
 
-The PyTorch paths in `hf_attn/attention/{holo,performer}.py` stay the fallback and the reference: the
+The PyTorch paths (gauge's: SDPA over augmented vectors) stay the fallback and the reference: the
 kernels are used only for CUDA tensors, when Triton imports, and unless `HF_ATTN_TRITON=0`.
 Without a GPU the kernels still run on CPU tensors under Triton's interpreter (`TRITON_INTERPRET=1` set
 before Triton is imported; the test suite does this), so the kernel logic is tested everywhere.

@@ -1,11 +1,15 @@
-"""Run a shipped recipe at a tiny size (importable by name: tests/conftest.py puts this folder on sys.path).
+"""Run a shipped recipe at a tiny size, or load a recipe script as a module (importable by name:
+tests/conftest.py puts this folder on sys.path).
 
 Only sizes change (width, depth, length, batch, steps); attention, wrapper, task, corpus, optimiser and mixed
 precision stay as written. A recipe that loads SmolLM2 (`model.model_path`) gets the `tiny_pretrained` folder
 instead, a one-layer random Llama with SmolLM2's tokenizer: same code path, seconds instead of minutes.
 """
+import importlib.util
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from hf_attn.train.__main__ import main as train_main
 from hf_attn.train.config import load_yaml
@@ -34,3 +38,15 @@ def run_tiny(path: Path, run_dir: Path, tiny_pretrained: Path, **extra) -> dict:
     return {"final": json.loads((run_dir / "final.json").read_text()),
             "diagnostics": JsonRows.load(run_dir / "diagnostics.jsonl"),
             "summary": json.loads((run_dir / "diagnostics_summary.json").read_text())}
+
+
+def load_script(relative: str) -> ModuleType:
+    """`recipes/<relative>` as a module, its folder on sys.path as when it runs as a script (bench scripts import
+    their neighbours)."""
+    path = RECIPES / relative
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

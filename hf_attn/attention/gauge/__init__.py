@@ -18,18 +18,17 @@ SPEC = dict(
     name="gauge",
     function=gauge_attention_forward,
     summary="softmax of -KL between Gaussian beliefs (query/key means, per-irrep-block variances) with SO(3) "
-    "(Wigner-D) transport, run as SDPA over augmented vectors",
-    complexity="SDPA's O(T²·D) time over head_dim + 1..2 dims padded to a multiple of 8 (64 -> 72), memory O(T) "
-    "without masks (per-dimension variances or output_attentions: explicit O(T²·D))",
+    "(Wigner-D) transport, run as a fused Triton flash kernel on CUDA, SDPA over augmented vectors elsewhere",
+    complexity="O(T²·D) time, memory O(T) (per-dimension variances or output_attentions: explicit O(T²·D))",
     docs="docs/gauge.md",
     mask=sdpa_mask,
     config_keys={
         "gauge_kappa": "temperature kappa > 0 (default None = 1/scaling, i.e. sqrt(head_dim))",
         "gauge_irrep_spec": f"irrep blocks 'MULTxL+...' (default None = '{DEFAULT_IRREP_SPEC}' fitted to head_dim)",
         "gauge_variance": "one variance for all blocks, or one per block (default 1.0)",
-        "gauge_compile": "torch.compile the augmented-vector prologue into fused kernels (default False)",
-        "gauge_pad_width": "zero-pad the augmented vectors to this width, a multiple of 8 (default None = the "
-        "smallest multiple of 8)",
+        "gauge_compile": "SDPA path: torch.compile the augmented-vector prologue into fused kernels (default False)",
+        "gauge_pad_width": "SDPA path: zero-pad the augmented vectors to this width, a multiple of 8 (default None = "
+        "the smallest multiple of 8)",
     },
 )
 

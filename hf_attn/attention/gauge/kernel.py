@@ -137,11 +137,11 @@ def _fwd_block(q, qe, m_i, l_i, acc, k_base, v_base, ke_base, c_base, km_base, s
 
 
 @triton.jit
-def _fwd(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, o_ptr, lse_ptr,
-         Tq, Tk, HQ, HKV, G: tl.constexpr, q_offset, qk_scale, D, E,
-         s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
-         DP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr,
-         HAS_EXTRA: tl.constexpr, HAS_KMASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr):
+def _query_block(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, Tq, Tk, HQ, HKV, G: tl.constexpr, D, E,
+                 s_qb, s_qh, s_qt, s_kb, s_kh, s_kv_b, s_kv_h, DP: tl.constexpr, BM: tl.constexpr,
+                 HAS_EXTRA: tl.constexpr):
+    """Prologue of the per-(query block, batch x query head) kernels: ids, the block's rows, its q and qe tiles,
+    and where its key/value head's k, v, ke, c and key mask start."""
     bhq = tl.program_id(1)
     b, hq = bhq // HQ, bhq % HQ
     bhk = b * HKV + hq // G
@@ -151,8 +151,20 @@ def _fwd(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, o_ptr, lse_ptr,
     qe = tl.zeros((BM, EW), dtype=tl.float32)
     if HAS_EXTRA:
         qe = _extra(qe_ptr + bhq * Tq * E, rows, e, Tq, E)
-    k_base, v_base = k_ptr + b * s_kb + (hq // G) * s_kh, v_ptr + b * s_vb + (hq // G) * s_vh
-    ke_base, c_base, km_base = ke_ptr + bhk * Tk * E, c_ptr + bhk * Tk, km_ptr + b * Tk
+    k_base, v_base = k_ptr + b * s_kb + (hq // G) * s_kh, v_ptr + b * s_kv_b + (hq // G) * s_kv_h
+    return (b, hq, bhq, rows, d, e, q, qe, k_base, v_base, ke_ptr + bhk * Tk * E, c_ptr + bhk * Tk,
+            km_ptr + b * Tk)
+
+
+@triton.jit
+def _fwd(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, o_ptr, lse_ptr,
+         Tq, Tk, HQ, HKV, G: tl.constexpr, q_offset, qk_scale, D, E,
+         s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_ob, s_oh, s_ot,
+         DP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr,
+         HAS_EXTRA: tl.constexpr, HAS_KMASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr):
+    b, hq, bhq, rows, d, e, q, qe, k_base, v_base, ke_base, c_base, km_base = _query_block(
+        q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, Tq, Tk, HQ, HKV, G, D, E, s_qb, s_qh, s_qt, s_kb, s_kh,
+        s_vb, s_vh, DP, BM, HAS_EXTRA)
     m_i = tl.full((BM,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BM,), dtype=tl.float32)
     acc = tl.zeros((BM, DP), dtype=tl.float32)
@@ -293,20 +305,12 @@ def _bwd_dq(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, do_ptr, lse_ptr,
             s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_db, s_dh, s_dt,
             DP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr,
             HAS_EXTRA: tl.constexpr, HAS_KMASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr):
-    bhq = tl.program_id(1)
-    b, hq = bhq // HQ, bhq % HQ
-    bhk = b * HKV + hq // G
-    rows = tl.program_id(0) * BM + tl.arange(0, BM)
-    d, e = tl.arange(0, DP), tl.arange(0, EW)
-    q = _rows(q_ptr + b * s_qb + hq * s_qh, rows, s_qt, d, Tq, D)
+    b, hq, bhq, rows, d, e, q, qe, k_base, v_base, ke_base, c_base, km_base = _query_block(
+        q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, Tq, Tk, HQ, HKV, G, D, E, s_qb, s_qh, s_qt, s_kb, s_kh,
+        s_vb, s_vh, DP, BM, HAS_EXTRA)
     do = _rows(do_ptr + b * s_db + hq * s_dh, rows, s_dt, d, Tq, D)
-    qe = tl.zeros((BM, EW), dtype=tl.float32)
-    if HAS_EXTRA:
-        qe = _extra(qe_ptr + bhq * Tq * E, rows, e, Tq, E)
     lse = tl.load(lse_ptr + bhq * Tq + rows, mask=rows < Tq, other=float("inf"))
     delta = tl.load(delta_ptr + bhq * Tq + rows, mask=rows < Tq, other=0.0)
-    k_base, v_base = k_ptr + b * s_kb + (hq // G) * s_kh, v_ptr + b * s_vb + (hq // G) * s_vh
-    ke_base, c_base, km_base = ke_ptr + bhk * Tk * E, c_ptr + bhk * Tk, km_ptr + b * Tk
     dq = tl.zeros((BM, DP), dtype=tl.float32)
     dqe = tl.zeros((BM, EW), dtype=tl.float32)
     full, end = _key_range(tl.program_id(0) * BM, BM, BN, Tk, q_offset, CAUSAL)

@@ -1,22 +1,15 @@
 """recipes/bench/bench_gauge.py: the smoke run on CPU, and how --tune picks each fused kernel's launch settings."""
-import importlib.util
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import torch
+from recipe_runs import load_script
 
 from hf_attn.attention.gauge import kernel as gk
 
-SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_gauge.py"
-
 
 def load():
-    spec = importlib.util.spec_from_file_location("bench_gauge", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench/bench_gauge.py")
 
 
 def test_smoke_run_times_gauge_both_ways_against_sdpa(tmp_path):

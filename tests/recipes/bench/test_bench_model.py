@@ -1,20 +1,13 @@
 """recipes/bench/bench_model.py: the CPU smoke run, the ratio/table logic on given numbers, unknown attention names."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_model.py"
+from recipe_runs import load_script
 
 
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # as when run as a script: it imports bench_kernels
-    spec = importlib.util.spec_from_file_location("bench_model", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench():
+    return load_script("bench/bench_model.py")  # it imports bench_kernels and profile_kernels beside it
 
 
 def test_smoke_run_writes_a_row_per_head_dim_length_and_attention_plus_floors(bench, tmp_path):
