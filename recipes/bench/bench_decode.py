@@ -17,7 +17,9 @@ compiled by `generate` itself), and holo/performer with `RecurrentCache()` (eage
 (compiled, CUDA graphs), with `--window W` as window hybrids (4 sinks), at `--contexts` (default 16k) for `--steps`
 tokens, with ratios against both sdpa baselines and each compiled variant's generated logits against full forwards.
 On a GPU each setting is also run under the profiler: its GPU busy time per token beside its wall time per token
-shows whether the GPU or the host bounds it. Writes `compare.json` and `compare.md`.
+shows whether the GPU or the host bounds it. `--settings` times only the named variant settings (e.g. the compiled
+ones: the eager window hybrids are slow to time); the two sdpa baselines always run. Writes `compare.json` and
+`compare.md`.
 
     python recipes/bench/bench_decode.py --model-path DIR --out results/decode --compare     # H200: ~3 min
 """
@@ -158,6 +160,8 @@ def compare(args, device: str, dtype) -> None:
     contexts, steps = ([64], 4) if args.smoke else (args.contexts, args.steps)
     rows = []
     for label, attn, kind in COMPARED:
+        if args.settings and attn != "sdpa" and label not in args.settings:
+            continue
         model = load(args, attn, device, dtype)
         if args.window and attn != "sdpa":  # the conversions' window hybrids (4 sinks); sdpa stays full attention
             hf_attn.set_window(model, args.window)
@@ -208,7 +212,13 @@ def main(argv=None) -> None:
     p.add_argument("--contexts", type=int, nargs="*", default=[16384], help="prompt lengths for --compare")
     p.add_argument("--window", type=int, default=0,
                    help="--compare: holo/performer as window hybrids of this window (and 4 sinks); 0 = none")
+    p.add_argument("--settings", nargs="*", metavar="SETTING",
+                   help="--compare: time only these of " + ", ".join(repr(c[0]) for c in COMPARED[2:])
+                   + " (the two sdpa baselines always run)")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.settings or ()) - {c[0] for c in COMPARED})
+    if unknown:
+        p.error(f"unknown --settings {unknown}; choose from {[c[0] for c in COMPARED[2:]]}")
     if not args.smoke and not args.model_path:
         p.error("--model-path is required unless --smoke")
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"

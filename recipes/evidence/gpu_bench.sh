@@ -15,6 +15,9 @@ run kernels 300 python recipes/bench/bench_kernels.py --graphs --out "$OUT/kerne
 run profile 60 python recipes/bench/profile_kernels.py --variants holo,performer
 run scan 150 python recipes/bench/tune_scan.py --out "$OUT/scan"
 run decode 150 python recipes/bench/bench_decode.py --model-path "$MODEL_DIR" --out "$OUT/decode"
-run gauge 200 python recipes/bench/bench_gauge.py --out "$OUT/gauge"
+run gauge 300 python recipes/bench/bench_gauge.py --no-compile --out "$OUT/gauge"
+run model 400 python recipes/bench/bench_model.py --profile --out "$OUT/model"
+run decode_window 400 python recipes/bench/bench_decode.py --model-path "$MODEL_DIR" --out "$OUT/decode_window" \
+  --compare --window 64 --settings "holo compiled" "performer compiled"
 run prismatic 120 python recipes/bench/bench_prismatic.py --model-path "$MODEL_DIR" --out "$OUT/prismatic"
 run tt 120 python recipes/bench/bench_tt.py --model-path "$MODEL_DIR" --out "$OUT/tt"

@@ -214,11 +214,14 @@ def _kernel():
 
 def fused_call(call: AttentionCall, mask4, query, value, p: float) -> tuple[bool, torch.Tensor | None]:
     """`(use the fused kernel, its key-padding mask)`. The kernel takes causality and key padding; other masks
-    (T5's bias, any 4D mask that is more than those two), dropout and unequal q/v widths go to the SDPA path.
+    (T5's bias, any 4D mask that is more than those two), dropout, unequal q/v widths and code being compiled
+    by torch.compile go to the SDPA path.
     A 4D bool mask is accepted when it equals causality plus the key padding read off it (an O(Tq x Tk)
     check that runs only when such a mask was built, i.e. with padding)."""
     d = query.shape[-1]
     if p or call.bias is not None or value.shape[-1] != d or d > 128 or not kernels_enabled(query):
+        return False, None
+    if torch.compiler.is_compiling():  # a compiled model traces SDPA whole; the kernel's launches would break graphs
         return False, None
     if mask4 is None:
         return True, call.key_padding

@@ -131,6 +131,9 @@ def test_masks_beyond_causal_and_padding_stay_on_sdpa(fused):
     slow, _ = fn(_module(), q, k, v, window, output_attentions=True)
     fast, _ = fn(_module(), q, k, v, window)
     fn(_module(), q, k, v, None, position_bias=torch.randn(1, 2, 12, 12, device=DEVICE))
+    with pytest.MonkeyPatch.context() as patch:  # torch.compile traces the SDPA path whole
+        patch.setattr(torch.compiler, "is_compiling", lambda: True)
+        fn(_module(), q, k, v, None)
     assert len(fused) == 1
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(out, fn(_module(), q, k, v, mask, output_attentions=True)[0], rtol=1e-5, atol=1e-6)

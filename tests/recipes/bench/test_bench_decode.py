@@ -3,6 +3,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_decode.py"
 
 
@@ -46,3 +48,15 @@ def test_compare_times_window_hybrids_eager_and_compiled(tmp_path):
                                             "holo + window 8 compiled", "performer + window 8",
                                             "performer + window 8 compiled"]
     assert all(r["rel_diff"] < 1e-4 and r["argmax_agree"] == 1.0 for r in rows)
+
+
+def test_compare_settings_picks_variant_settings_and_keeps_both_baselines(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["--smoke", "--compare", "--window", "8", "--settings", "holo compiled", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
+    assert [r["setting"] for r in rows] == ["sdpa dynamic", "sdpa static+compile", "holo + window 8 compiled"]
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--smoke", "--compare", "--settings", "holo fused", "--out", str(tmp_path)])
+    assert exit_.value.code == 2 and "unknown --settings ['holo fused']" in capsys.readouterr().err
