@@ -15,6 +15,7 @@ import os
 import torch
 
 HEAD_DIMS = (32, 64, 96, 128)  # head_dim values the kernels are built and tested for
+MIN_HEAD_DIM = 16  # the smallest head_dim they take (one tensor-core tile); smaller and larger take the fallback
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # input dtypes they accumulate in fp32 for
 
 
@@ -28,11 +29,14 @@ def kernels_enabled(x: torch.Tensor) -> bool:
     """Whether the attention functions should take the Triton path for tensor `x` `(..., head_dim)`.
 
     `HF_ATTN_TRITON=0` turns the kernels off (PyTorch path everywhere); anything else means automatic.
+    head_dim outside [16, 128] stays on the PyTorch path (the kernels are built for that range).
     fp32 inputs with head_dim > 64 stay on the PyTorch path: their tf32x3 tiles need more shared memory
     than a Hopper block has even at 32 tokens per block (see `token_block`). float64 stays there too: the
     kernels compute in fp32 at best, and fp64 tiles overflowed shared memory on the H100.
     """
     if os.environ.get("HF_ATTN_TRITON", "auto") == "0" or x.dtype not in DTYPES:
+        return False
+    if not MIN_HEAD_DIM <= x.shape[-1] <= HEAD_DIMS[-1]:  # e.g. head_dim 256 (Gemma): no kernel is built for it
         return False
     if x.dtype == torch.float32 and x.shape[-1] > 64:
         return False

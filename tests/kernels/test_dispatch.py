@@ -25,6 +25,8 @@ def test_shapes_that_overflow_shared_memory_take_smaller_blocks_or_the_fallback(
     assert not kernels.kernels_enabled(torch.zeros(2, 96, dtype=torch.float32))
     assert kernels.kernels_enabled(torch.zeros(2, 128, dtype=torch.bfloat16))
     assert not kernels.kernels_enabled(torch.zeros(2, 64, dtype=torch.float64))  # float64 references stay exact
+    assert not kernels.kernels_enabled(torch.zeros(2, 256, dtype=torch.bfloat16))  # Gemma's head_dim: no kernel
+    assert not kernels.kernels_enabled(torch.zeros(2, 8, dtype=torch.bfloat16))
     assert kernels.token_block(64, torch.bfloat16) == 64
     assert kernels.token_block(128, torch.bfloat16) == kernels.token_block(64, torch.float32) == 32
 

@@ -275,7 +275,8 @@ def holo_attention_forward(
         return ungroup(out).to(query.dtype), None
     d = query.shape[-1]
     static_step = layer is not None and layer.decodes_statically(query)  # compiled decoding: PyTorch path
-    fused = not static_step and learned_parts(module) is None and kernels_enabled(query)  # kernels bind raw q/k/v
+    fused = (not static_step and learned_parts(module) is None  # the kernels bind raw q/k/v
+             and query.shape[-1] % 2 == 0 and kernels_enabled(query))  # packed spectra need an even head_dim
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, soft, layer), None
     q, k, v = _binding_inputs(module, query, key, value)
