@@ -276,7 +276,9 @@ def gauge_attention_forward(
     if free:
         inv_var = None if all(v == 1.0 for v in settings.variance) else 1.0 / torch.tensor(
             [settings.variance[i] for i in settings.layout.block_of_dim()], device=query.device)
-        if fused:
+        if fused and inv_var is None:  # unit variances: the kernels form the key constant themselves
+            out = _kernel().gauge_flash(query, key, value, None, 1.0 / settings.kappa, call.causal, padding)
+        elif fused:
             ks, c = free_key(key, inv_var)
             out = _kernel().gauge_flash(query, ks, value, c.squeeze(-1), 1.0 / settings.kappa, call.causal, padding)
         else:

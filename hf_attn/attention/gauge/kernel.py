@@ -187,6 +187,15 @@ def _fwd(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, o_ptr, lse_ptr,
 
 
 @triton.jit
+def _key_constant(k_ptr, c_ptr, Tk, HKV, D, s_kb, s_kh, s_kt, c_scale, DP: tl.constexpr, BT: tl.constexpr):
+    """`c_j = -|k_j|^2 / 2` in fp32, pre-scaled like a given constant: one launch where torch takes four ops."""
+    bhk = tl.program_id(1)
+    n = tl.program_id(0) * BT + tl.arange(0, BT)
+    k = _rows(k_ptr + (bhk // HKV) * s_kb + (bhk % HKV) * s_kh, n, s_kt, tl.arange(0, DP), Tk, D).to(tl.float32)
+    tl.store(c_ptr + bhk * Tk + n, -0.5 * c_scale * tl.sum(k * k, 1), mask=n < Tk)
+
+
+@triton.jit
 def _delta(o_ptr, do_ptr, delta_ptr, Tq, HQ, D, s_ob, s_oh, s_ot, s_db, s_dh, s_dt, DP: tl.constexpr, BM: tl.constexpr):
     bhq = tl.program_id(1)
     b, hq = bhq // HQ, bhq % HQ
@@ -227,7 +236,8 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, do_ptr, lse_ptr
              dk_ptr, dv_ptr, dke_ptr, dc_ptr, Tq, Tk, HQ, HKV, G: tl.constexpr, q_offset, qk_scale, sm_scale, D, E,
              s_qb, s_qh, s_qt, s_kb, s_kh, s_kt, s_vb, s_vh, s_vt, s_db, s_dh, s_dt,
              DP: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, CAUSAL: tl.constexpr,
-             HAS_EXTRA: tl.constexpr, HAS_KMASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr):
+             HAS_EXTRA: tl.constexpr, HAS_KMASK: tl.constexpr, OP: tl.constexpr, PREC: tl.constexpr,
+             KEY_NORM: tl.constexpr):
     bhk = tl.program_id(1)
     b, h = bhk // HKV, bhk % HKV
     n0 = tl.program_id(0) * BN
@@ -266,7 +276,10 @@ def _bwd_dkv(q_ptr, k_ptr, v_ptr, qe_ptr, ke_ptr, c_ptr, km_ptr, do_ptr, lse_ptr
     tile = bhk * Tk * D + n[:, None] * D + d[None, :]
     ok = live[:, None] & (d[None, :] < D)
     store = (n < Tk)[:, None] & (d[None, :] < D)
-    tl.store(dk_ptr + tile, tl.where(ok, dk * sm_scale, 0.0).to(dk_ptr.dtype.element_ty), mask=store)
+    dk = dk * sm_scale
+    if KEY_NORM:  # c_j = -|k_j|^2 / 2 was formed here, so its gradient -dc_j k_j joins dk here
+        dk -= (dc * sm_scale)[:, None] * k.to(tl.float32)
+    tl.store(dk_ptr + tile, tl.where(ok, dk, 0.0).to(dk_ptr.dtype.element_ty), mask=store)
     tl.store(dv_ptr + tile, tl.where(ok, dv, 0.0).to(dv_ptr.dtype.element_ty), mask=store)
     tl.store(dc_ptr + bhk * Tk + n, tl.where(live, dc * sm_scale, 0.0), mask=n < Tk)
     if HAS_EXTRA:
@@ -375,7 +388,14 @@ class _GaugeFlash(torch.autograd.Function):
         hkv, tk = k.shape[1], k.shape[2]
         has_extra = qe is not None
         e = qe.shape[-1] if has_extra else 0
-        c = (c.float() * (scale * LOG2E)).contiguous()  # pre-scaled: one fused multiply-add per score
+        if c is None:  # the parameter-free form's constant, formed by one kernel
+            c = torch.empty(b, hkv, tk, device=q.device, dtype=torch.float32)
+            _key_constant[(triton.cdiv(tk, 64), b * hkv)](k, c, tk, hkv, d, *k.stride()[:3], scale * LOG2E,
+                                                         DP=padded_dim(d), BT=64)
+            ctx.key_norm = True
+        else:
+            c = (c.float() * (scale * LOG2E)).contiguous()  # pre-scaled: one fused multiply-add per score
+            ctx.key_norm = False
         if has_extra:
             qe, ke = qe.float().contiguous(), ke.float().contiguous()
         km = key_mask.to(torch.int8).contiguous() if key_mask is not None else c  # unread without HAS_KMASK
@@ -414,18 +434,19 @@ class _GaugeFlash(torch.autograd.Function):
         common = (tq, tk, hq, hkv, hq // hkv, ctx.q_offset, ctx.scale * LOG2E, ctx.scale, d, e,
                   *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *_bthd_strides(do))
         extra_in = (qe, ke) if has_extra else (c, c)
-        _launch("_bwd_dkv", _bwd_dkv, lambda meta: (triton.cdiv(tk, meta["BN"]), b * hkv), q, consts,
+        _launch("_bwd_dkv", _bwd_dkv, lambda meta: (triton.cdiv(tk, meta["BN"]), b * hkv), q,
+                {**consts, "KEY_NORM": ctx.key_norm},
                 q, k, v, *extra_in, c, km, do, lse, delta, dk, dv, dke if has_extra else dc, dc, *common)
         _launch("_bwd_dq", _bwd_dq, lambda meta: (triton.cdiv(tq, meta["BM"]), b * hq), q, consts,
                 q, k, v, *extra_in, c, km, do, lse, delta, dq, dqe if has_extra else dc, *common)
-        return dq, dk, dv, dqe, dke, dc, None, None, None
+        return dq, dk, dv, dqe, dke, None if ctx.key_norm else dc, None, None, None
 
 
 def gauge_flash(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    c: torch.Tensor,
+    c: torch.Tensor | None,
     scale: float,
     causal: bool = True,
     key_mask: torch.Tensor | None = None,
@@ -434,7 +455,8 @@ def gauge_flash(
     """`softmax_j(scale * (q_i . k_j + qe_i . ke_j + c_j)) v_j` in one fused kernel, forward and backward.
 
     q `(B, Hq, Tq, D)`, k/v `(B, Hkv, Tk, D)` (any strides with a unit last stride; fp32 only for D <= 64),
-    `c (B, Hkv, Tk)` the key constant (computed in fp32), `key_mask (B, Tk)` bool (True = real key),
+    `c (B, Hkv, Tk)` the key constant (computed in fp32), or None for the parameter-free form's `-|k_j|^2 / 2`
+    (formed and differentiated inside the kernels), `key_mask (B, Tk)` bool (True = real key),
     `extra = (qe (B, Hq, Tq, E), ke (B, Hkv, Tk, E))` with E <= 16 (fp32). Causal calls place the queries at
     the last Tq key positions. Returns `(B, Tq, Hq, D)` in q's dtype; every input but the mask gets a gradient.
     """
