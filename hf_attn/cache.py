@@ -5,6 +5,8 @@
 per key/value head, and the key count; performer: `S (m x D)` and `z (m)`), never the past keys/values, so
 per-token decode cost and memory do not grow with context (a window hybrid, `config.hf_attn_window = W`, also
 keeps the last W keys/values and its sink tokens: still constant). Cached tokens equal full forwards (same math).
+hf-attn checkpoints of these variants get one from `generate` without the argument (greedy search and sampling:
+`HfAttnModelMixin._prepare_cache_for_generation`).
 
 How it reaches the attention function: transformers calls `cache.update(k, v, layer_idx)` and passes what it
 returns to the attention function. `RecurrentLayer.update` returns only the new keys/values, tagged with the

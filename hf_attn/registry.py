@@ -38,6 +38,7 @@ class Variant:
     needs: tuple[str, ...] = ()
     config_keys: dict[str, str] = field(default_factory=dict)
     docs: str = ""  # a page under docs/ with the details, linked from the README table
+    recurrent: bool = False  # causal decoding from a constant-size state: a `RecurrentCache` serves it
 
     def describe(self) -> str:
         """Several lines for `hf-attn variants`: summary, complexity, what it needs, its config knobs, its docs page.
@@ -102,11 +103,15 @@ def register_variant(
     needs: tuple[str, ...] = (),
     config_keys: dict[str, str] | None = None,
     docs: str = "",
+    recurrent: bool = False,
 ) -> Variant:
-    """Register `function` under `name` with transformers (attention and mask interfaces) and hf-attn."""
+    """Register `function` under `name` with transformers (attention and mask interfaces) and hf-attn.
+
+    `recurrent=True` says the function decodes from a `RecurrentCache` state; `generate` on an hf-attn
+    checkpoint of this variant then uses one by default."""
     if name in BUILTIN_IMPLEMENTATIONS:
         raise HfAttnError(f"'{name}' is a transformers built-in; pick another name for your variant.")
-    variant = Variant(name, function, summary, complexity, tuple(needs), dict(config_keys or {}), docs)
+    variant = Variant(name, function, summary, complexity, tuple(needs), dict(config_keys or {}), docs, recurrent)
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, mask)
     _VARIANTS[name] = variant

@@ -91,6 +91,24 @@ class HfAttnModelMixin:
         restore(model, pretrained_model_name_or_path, requested, hub_kwargs)
         return (model, info) if want_info else model
 
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, *args):
+        """`generate`'s cache: a `RecurrentCache` (constant memory, one state update per token) when the model runs
+        a recurrent variant, decodes causally, samples or searches greedily and the caller chose no cache;
+        transformers' own choice otherwise (beam search and assisted decoding need caches that reorder or crop)."""
+        from transformers.generation.configuration_utils import GenerationMode
+
+        from hf_attn.cache import RecurrentCache
+        from hf_attn.registry import list_variants
+        from hf_attn.utils import CACHE_KWARG
+
+        variant = list_variants().get(self.config._attn_implementation)
+        if (variant is not None and variant.recurrent and not self.config.is_encoder_decoder
+                and generation_mode in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
+                and model_kwargs.get(CACHE_KWARG) is None and generation_config.cache_implementation is None
+                and generation_config.use_cache is not False):
+            model_kwargs[CACHE_KWARG] = RecurrentCache()
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, *args)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Atomic save of the base weights, the wrapper and the hf-attn config (see hf_attn.save_pretrained)."""
         from .checkpoint import save_pretrained

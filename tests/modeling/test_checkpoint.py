@@ -170,3 +170,28 @@ def test_save_refuses_a_wrapper_whose_attention_was_switched_behind_its_back(tmp
     with pytest.raises(hf_attn.HfAttnError, match="needs attention 'gauge' but the model runs 'holo'.*unwrap"):
         hf_attn.save_pretrained(model, tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("variant,recurrent", [("holo", True), ("performer", True), ("gauge", False)])
+def test_generate_decodes_recurrent_checkpoints_from_a_recurrent_cache_by_default(tmp_path, variant, recurrent):
+    """No cache argument: a recurrent variant's checkpoint decodes from a RecurrentCache (constant memory), with the
+    tokens an explicit one gives; beam search, other variants and a chosen cache keep transformers' choice."""
+    from transformers import DynamicCache, GenerationConfig
+    from transformers.generation.configuration_utils import GenerationMode
+
+    from hf_attn.utils import CACHE_KWARG
+
+    hf_attn.save_pretrained(tiny_model("llama", variant), tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    kind = hf_attn.RecurrentCache if recurrent else DynamicCache
+    config = GenerationConfig(max_new_tokens=5, do_sample=False, pad_token_id=0, return_dict_in_generate=True)
+    out = model.generate(ids(2, 9), generation_config=config)
+    assert type(getattr(out, CACHE_KWARG)) is kind
+    if recurrent:
+        explicit = model.generate(ids(2, 9), generation_config=config, **{CACHE_KWARG: hf_attn.RecurrentCache()})
+        assert torch.equal(out.sequences, explicit.sequences)
+    chosen_elsewhere = ((GenerationMode.BEAM_SEARCH, {}), (GenerationMode.GREEDY_SEARCH, {"cache_implementation": "dynamic"}))
+    for mode, chosen in chosen_elsewhere:
+        kwargs = {}
+        model._prepare_cache_for_generation(GenerationConfig(**chosen), kwargs, mode, 2, 16)
+        assert type(kwargs[CACHE_KWARG]) is DynamicCache

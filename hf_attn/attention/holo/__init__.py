@@ -16,6 +16,7 @@ SPEC = dict(
     config_keys={"holo_unitary": "project query/key spectra to unit magnitude (default True)",
                  "holo_soft": "floor of that projection, a fraction of the RMS bin magnitude (default 0.1; larger: "
                               "smaller bf16 error, blurrier unbinding)", **WINDOW_KEYS},
+    recurrent=True,
 )
 
 __all__ = ["SPEC", "holo_attention_forward"]

@@ -17,6 +17,7 @@ SPEC = dict(
         "performer_seed": "feature seed, offset per layer; change it to redraw (default 0)",
         **WINDOW_KEYS,
     },
+    recurrent=True,
 )
 
 __all__ = ["DEFAULT_NUM_FEATURES", "SPEC", "performer_attention_forward"]
