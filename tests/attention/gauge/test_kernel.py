@@ -178,6 +178,26 @@ def test_llama_with_left_padding_gives_the_sdpa_paths_logits(fused):
     assert rel(got[live], want[live]) < 1e-5
 
 
+def test_cached_generation_through_the_kernel_matches_the_sdpa_path(fused):
+    """Greedy decoding of a left-padded batch with the KV cache: one-token causal steps with an offset and the
+    padding masks transformers builds for them reach the kernel, and the tokens are the SDPA path's."""
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="gauge")
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval().to(DEVICE)
+    ids = torch.randint(1, 64, (2, 12), device=DEVICE)
+    attention = torch.ones(2, 12, dtype=torch.long, device=DEVICE)
+    attention[1, :4] = 0
+    kw = dict(attention_mask=attention, max_new_tokens=6, do_sample=False, pad_token_id=0, output_scores=True,
+              return_dict_in_generate=True)
+    got = model.generate(ids, **kw)
+    assert len(fused) == 2 * 6 and all(call[0].shape[2] == 1 for call in fused[2:])  # prefill, then 1-token steps
+    gauge_mod.kernels_enabled = lambda x: False  # monkeypatch restores it
+    want = model.generate(ids, **kw)
+    assert torch.equal(got.sequences, want.sequences)
+    assert rel(torch.stack(got.scores), torch.stack(want.scores)) < 1e-5
+
+
 def test_launch_steps_down_until_the_blocks_fit_shared_memory_and_remembers_it(monkeypatch):
     from triton.runtime.errors import OutOfResources
 
