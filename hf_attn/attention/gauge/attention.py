@@ -205,6 +205,9 @@ def fast_path(call, qa, ka, v, dv: int, settings: GaugeSettings, mask4, p: float
     return out.transpose(1, 2)
 
 
+MASK_MEMO = "_hf_attn_gauge_fused"  # attribute of a 4D mask tensor: {causal: fused_call's answer for it}
+
+
 def _kernel():
     """The Triton module (imported on first use: Triton is optional)."""
     from . import kernel
@@ -217,7 +220,7 @@ def fused_call(call: AttentionCall, mask4, query, value, p: float) -> tuple[bool
     (T5's bias, any 4D mask that is more than those two), dropout, unequal q/v widths and code being compiled
     by torch.compile go to the SDPA path.
     A 4D bool mask is accepted when it equals causality plus the key padding read off it (an O(Tq x Tk)
-    check that runs only when such a mask was built, i.e. with padding)."""
+    check that runs only when such a mask was built, i.e. with padding, once per mask and not per layer)."""
     d = query.shape[-1]
     if p or call.bias is not None or value.shape[-1] != d or d > 128 or not kernels_enabled(query):
         return False, None
@@ -227,9 +230,12 @@ def fused_call(call: AttentionCall, mask4, query, value, p: float) -> tuple[bool
         return True, call.key_padding
     if mask4.shape[1] != 1:
         return False, None
-    padding = mask4[:, 0].any(-2)  # the keys some query sees
-    want = visible(replace(call, key_padding=padding), *mask4.shape[-2:], mask4.device)
-    return torch.equal(mask4, want.expand_as(mask4)), padding
+    memo = mask4.__dict__.setdefault(MASK_MEMO, {})  # transformers hands every layer of a forward the same mask
+    if call.causal not in memo:
+        padding = mask4[:, 0].any(-2)  # the keys some query sees
+        want = visible(replace(call, key_padding=padding), *mask4.shape[-2:], mask4.device)
+        memo[call.causal] = (torch.equal(mask4, want.expand_as(mask4)), padding)
+    return memo[call.causal]
 
 
 def fused_beliefs(call: AttentionCall, qb: Beliefs, kb: Beliefs, value, settings: GaugeSettings, padding):
