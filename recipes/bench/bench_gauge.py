@@ -199,7 +199,8 @@ def tune(t: int, args, device, dtype, timer=None) -> dict:
             try:
                 ms = timer(step_fn(fwd, mode, [q, k, v], grads))
             except Exception as e:  # e.g. a block that needs more shared memory than the GPU has
-                trials.append({"kernel": kernel, "launch": cand, "error": (str(e) or type(e).__name__).splitlines()[0][:160]})
+                error = (str(e) or type(e).__name__).splitlines()[0][:160]
+                trials.append({"kernel": kernel, "launch": cand, "error": error})
                 continue
             trials.append({"kernel": kernel, "launch": cand, mode: ms})
             if best is None or ms < best[1]:

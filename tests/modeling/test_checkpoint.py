@@ -190,7 +190,8 @@ def test_generate_decodes_recurrent_checkpoints_from_a_recurrent_cache_by_defaul
     if recurrent:
         explicit = model.generate(ids(2, 9), generation_config=config, **{CACHE_KWARG: hf_attn.RecurrentCache()})
         assert torch.equal(out.sequences, explicit.sequences)
-    chosen_elsewhere = ((GenerationMode.BEAM_SEARCH, {}), (GenerationMode.GREEDY_SEARCH, {"cache_implementation": "dynamic"}))
+    chosen_elsewhere = ((GenerationMode.BEAM_SEARCH, {}),
+                        (GenerationMode.GREEDY_SEARCH, {"cache_implementation": "dynamic"}))
     for mode, chosen in chosen_elsewhere:
         kwargs = {}
         model._prepare_cache_for_generation(GenerationConfig(**chosen), kwargs, mode, 2, 16)

@@ -6,7 +6,7 @@ import torch
 
 import hf_attn
 from hf_attn.attention.gauge import attention as gauge_mod
-from hf_attn.attention.gauge import Beliefs, settings_from_config
+from hf_attn.attention.gauge import settings_from_config
 from gauge_cases import RandomBeliefs
 from references import gauge_reference
 from test_kernels import _visible  # noqa: E402  (same folder: pytest puts it on sys.path)
