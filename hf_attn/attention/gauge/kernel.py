@@ -6,7 +6,8 @@ Score in natural-log units (`beliefs.augmented_parts`): `s_ij = scale * (q_i . k
 per-token-variance terms of the learned form (one per irrep block, fp32; absent in the parameter-free form and
 with token-independent variances). SDPA can take these terms only as extra key dims (head_dim 64 -> 72, a
 width its kernels run at about 0.65x their head_dim-64 speed, docs/gauge.md); here `c_j` is one add per score
-and `qe . ke` one more product of 16 columns.
+and `qe . ke` one more product of 16 columns. Called with `c=None` (the parameter-free form, unit variances),
+`_key_constant` forms `c_j = -|k_j|^2 / 2` and `_bwd_dkv` adds its gradient `-dc_j k_j` to dk.
 
 Design: FlashAttention-2 (Dao, 2023) as in Triton's fused-attention tutorial.
 - `_fwd`: one program per (query block, batch x query head): online softmax over key blocks in base 2; the
@@ -34,9 +35,10 @@ LOG2E = math.log2(math.e)
 EXTRA_WIDTH = 16  # the per-token-variance terms are zero-padded to this many columns (the smallest tl.dot K)
 EW = tl.constexpr(EXTRA_WIDTH)
 
-# (BM query rows, BN keys, num_warps, num_stages) per kernel, by (padded head_dim <= 64, 16-bit operands).
-# `recipes/bench/bench_gauge.py --tune` times the alternatives on a GPU.
-LAUNCH = {  # tuned on an H200 at 16k tokens, 16 heads (head_dim 64 and 128, bf16)
+# (BM query rows, BN keys, num_warps, num_stages) per kernel, by (padded head_dim <= 64, 16-bit operands);
+# `recipes/bench/bench_gauge.py --tune` times the alternatives on a GPU. The 16-bit entries were tuned on an H200
+# at 16k tokens and 16 heads (head_dim 64 and 128), the fp32 one is a guess that fits Hopper's shared memory.
+LAUNCH = {
     (True, True): dict(_fwd=(64, 128, 4, 3), _bwd_dkv=(64, 64, 4, 4), _bwd_dq=(64, 128, 4, 3)),
     (False, True): dict(_fwd=(128, 128, 8, 3), _bwd_dkv=(64, 128, 8, 3), _bwd_dq=(128, 64, 8, 3)),
     (True, False): dict(_fwd=(64, 32, 4, 2), _bwd_dkv=(32, 64, 4, 2), _bwd_dq=(64, 32, 4, 2)),
