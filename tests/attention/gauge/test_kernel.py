@@ -163,15 +163,20 @@ def test_masks_beyond_causal_and_padding_stay_on_sdpa(fused):
     torch.testing.assert_close(out, fn(_module(), q, k, v, mask, output_attentions=True)[0], rtol=1e-5, atol=1e-6)
 
 
-def test_llama_with_left_padding_gives_the_sdpa_paths_logits(fused):
-    """A whole model: the masks transformers builds for gauge reach the kernel, logits as on the SDPA path."""
+def left_padded_llama(length: int, pad: int):
+    """A tiny gauge Llama, token ids `(2, length)` and an attention mask whose second row has `pad` left pads."""
     config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, attn_implementation="gauge")
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval().to(DEVICE)
-    ids = torch.randint(0, 64, (2, 20), device=DEVICE)
-    attention = torch.ones(2, 20, dtype=torch.long, device=DEVICE)
-    attention[1, :6] = 0
+    attention = torch.ones(2, length, dtype=torch.long, device=DEVICE)
+    attention[1, :pad] = 0
+    return model, torch.randint(1, 64, (2, length), device=DEVICE), attention
+
+
+def test_llama_with_left_padding_gives_the_sdpa_paths_logits(fused):
+    """A whole model: the masks transformers builds for gauge reach the kernel, logits as on the SDPA path."""
+    model, ids, attention = left_padded_llama(20, 6)
     with torch.no_grad():
         got = model(ids, attention_mask=attention).logits
     assert len(fused) == 2
@@ -185,13 +190,7 @@ def test_llama_with_left_padding_gives_the_sdpa_paths_logits(fused):
 def test_cached_generation_through_the_kernel_matches_the_sdpa_path(fused):
     """Greedy decoding of a left-padded batch with the KV cache: one-token causal steps with an offset and the
     padding masks transformers builds for them reach the kernel, and the tokens are the SDPA path's."""
-    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, attn_implementation="gauge")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config).eval().to(DEVICE)
-    ids = torch.randint(1, 64, (2, 12), device=DEVICE)
-    attention = torch.ones(2, 12, dtype=torch.long, device=DEVICE)
-    attention[1, :4] = 0
+    model, ids, attention = left_padded_llama(12, 4)
     kw = dict(attention_mask=attention, max_new_tokens=6, do_sample=False, pad_token_id=0, output_scores=True,
               return_dict_in_generate=True)
     got = model.generate(ids, **kw)
