@@ -184,6 +184,8 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
     """
     b, hq, tq, _ = query.shape
     hkv, tk = key.shape[1], key.shape[2]
+    if tq == 1:  # a decoding step: one row, no bands
+        return _one_query(query, key, value, keep, q_offset, size, scaling, sinks, base)
     width = min(size, tk)
     chunk = min(max(width, 16), QUERY_CHUNK, tq)
     n = -(-tq // chunk)
@@ -210,6 +212,22 @@ def window_softmax(query, key, value, keep, q_offset: int, size: int, scaling: f
                             + torch.einsum("bhgncs,bhsd->bhgncd", w[..., width_b:], sinks.value.float()))
     cut = lambda x: x.reshape(*x.shape[:3], n * chunk, *x.shape[5:])[:, :, :, :tq]  # noqa: E731
     return cut(out), cut(lse)
+
+
+def _one_query(query, key, value, keep, q_offset: int, size: int, scaling: float, sinks: Sinks | None, base: int):
+    """`window_softmax` for a single query row (a decoding step): its window is one slice of the keys, so the
+    bands, their masks and the padding to whole chunks are not needed (a third of a hybrid layer's host ops)."""
+    lo = max(q_offset - size + 1, 0)
+    q = group_queries(query.float(), query.shape[1] // key.shape[1])  # (B, Hkv, G, 1, D)
+    keys, values = key[:, :, lo:q_offset + 1].float(), value[:, :, lo:q_offset + 1].float()
+    vis = keep[:, :, None, None, lo:q_offset + 1]  # (B, 1|Hkv, 1, 1, K)
+    if sinks is not None:  # visible once they left the query's window
+        keys, values = torch.cat([keys, sinks.key.float()], 2), torch.cat([values, sinks.value.float()], 2)
+        left = sinks.valid & (sinks.pos <= base + q_offset - size)  # (B, S)
+        vis = torch.cat([vis.expand(-1, key.shape[1], -1, -1, -1), left[:, None, None, None]
+                         .expand(-1, key.shape[1], -1, -1, -1)], -1)
+    s = torch.einsum("bhgqd,bhkd->bhgqk", q, keys) * scaling
+    return _partial(s, vis, lambda w: torch.einsum("bhgqk,bhkd->bhgqd", w, values))
 
 
 def _partial(s: torch.Tensor, vis: torch.Tensor, weighted_sum) -> tuple[torch.Tensor, torch.Tensor]:

@@ -195,6 +195,54 @@ def test_window_part_is_banded():
     torch.testing.assert_close(out[:, 0, 0], dense, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("with_sinks", [False, True])
+def test_one_query_row_equals_the_last_row_of_the_banded_path(with_sinks):
+    """A decoding step's window part takes the one-row path; it must equal the banded path's row for that query,
+    left padding and sinks included (sinks enter only once they left the window)."""
+    g = torch.Generator().manual_seed(0)
+    b, hq, hkv, t, d, size = 2, 4, 2, 12, 8, 4
+    q, k, v = (torch.randn(b, h, t, d, generator=g) for h in (hq, hkv, hkv))
+    keep = torch.ones(b, 1, t, dtype=torch.bool)
+    keep[1, :, :3] = False
+    sinks = None
+    if with_sinks:
+        sinks = window_math.Sinks(torch.randn(b, hkv, 2, d, generator=g), torch.randn(b, hkv, 2, d, generator=g),
+                                  torch.tensor([[0, 1], [9, 10]]), torch.tensor([[True, True], [True, False]]))
+    for base in (0, 5):  # key 0's absolute position: the sink at 9 is inside the last query's window at base 0 only
+        banded = window_math.window_softmax(q[:, :, -2:], k, v, keep, t - 2, size, 0.3, sinks, base)
+        one = window_math.window_softmax(q[:, :, -1:], k, v, keep, t - 1, size, 0.3, sinks, base)
+        for a, r in zip(one, banded):
+            torch.testing.assert_close(a, r[..., -1:, :] if a.dim() == 5 else r[..., -1:], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_window_hybrid_decoding_step_issues_fewer_host_ops(variant):
+    """Eager decoding of a hybrid is host-bound (each torch op costs the host ~20 us on a GPU machine, ~30 layers
+    per token): a step of one layer issues at most 210 ops (272 and 262 before the one-row window path)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from hf_attn.cache import RecurrentLayer
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    module = SimpleNamespace(is_causal=True, layer_idx=0, training=False,
+                             config=SimpleNamespace(hf_attn_window=8, hf_attn_window_sinks=4, performer_num_features=64))
+    layer, fn = RecurrentLayer(), hf_attn.get_variant(variant).function
+    with torch.no_grad():
+        for t in (20, 1, 1):
+            q, k, v = (torch.randn(1, 4, t, 32) for _ in range(3))
+            with Ops() as ops:
+                fn(module, q, *layer.update(k, v), None)
+    assert ops.count <= 210, ops.count
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_bad_settings_are_clear_errors(variant):
     x = ids(1, 6)
