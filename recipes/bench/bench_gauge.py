@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
+from bench_kernels import triton_paths  # recipes/bench/ is on sys.path when this runs as a script
 from hf_attn.attention.gauge import gauge_attention_forward
 from hf_attn.utils import write_text_atomic
 
@@ -88,23 +88,12 @@ def _module(**cfg):
     return SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**cfg))
 
 
-@contextlib.contextmanager
-def sdpa_path():
-    """gauge on its SDPA path: the fused kernels off (`HF_ATTN_TRITON=0`) within the block."""
-    old = os.environ.get("HF_ATTN_TRITON")
-    os.environ["HF_ATTN_TRITON"] = "0"
-    try:
-        yield
-    finally:
-        os.environ.pop("HF_ATTN_TRITON") if old is None else os.environ.__setitem__("HF_ATTN_TRITON", old)
-
-
 def cases(q, k, v, explicit: bool, compiled: bool, widths: list[int], leaves: list):
     """name -> forward callable on the same q/k/v (`sdpa-wW`: on new leaves of width W, added to `leaves`)."""
     module = _module()
 
     def on_sdpa(m=module):
-        with sdpa_path():
+        with triton_paths(False):
             return gauge_attention_forward(m, q, k, v, None)[0]
 
     out = {

@@ -15,6 +15,7 @@ time, which is what separates a kernel's speed from launch overhead at short T.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,17 +40,25 @@ def sdpa(backend):
     return run
 
 
+@contextlib.contextmanager
+def triton_paths(enabled: bool):
+    """Within the block the attention functions take their Triton kernels where they would (`HF_ATTN_TRITON`
+    automatic) or never (`HF_ATTN_TRITON=0`, the PyTorch/SDPA paths); the setting before is restored after."""
+    old = os.environ.get("HF_ATTN_TRITON")
+    os.environ["HF_ATTN_TRITON"] = "auto" if enabled else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("HF_ATTN_TRITON") if old is None else os.environ.__setitem__("HF_ATTN_TRITON", old)
+
+
 def variant(name: str, triton: bool, **config):
     fn = hf_attn.get_variant(name).function
     module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**config))
 
     def run(q, k, v):
-        old = os.environ.get("HF_ATTN_TRITON")
-        os.environ["HF_ATTN_TRITON"] = "auto" if triton else "0"
-        try:
+        with triton_paths(triton):
             return fn(module, q, k, v, None)[0]
-        finally:
-            os.environ.pop("HF_ATTN_TRITON") if old is None else os.environ.__setitem__("HF_ATTN_TRITON", old)
 
     return run
 

@@ -244,7 +244,7 @@ def fused_beliefs(call: AttentionCall, qb: Beliefs, kb: Beliefs, value, settings
     parts = augmented_parts(qb, kb, settings.layout)
     extra = None if parts.q_extra is None else (parts.q_extra, parts.k_extra)
     return _kernel().gauge_flash(parts.q.to(value.dtype), parts.k.to(value.dtype), value, parts.c.squeeze(-1),
-                       1.0 / settings.kappa, call.causal, padding, extra)
+                                 1.0 / settings.kappa, call.causal, padding, extra)
 
 
 @autocast_entry
@@ -278,15 +278,14 @@ def gauge_attention_forward(
     store = getattr(module, "gauge_diagnostics", None)
     weights, qb, kb = None, None, None
     free = isinstance(source, ParameterFree) and not kwargs.get("output_attentions")
-    fused, padding = fused_call(call, mask4, query, value, p)
     if free:
         inv_var = None if all(v == 1.0 for v in settings.variance) else 1.0 / torch.tensor(
             [settings.variance[i] for i in settings.layout.block_of_dim()], device=query.device)
-        if fused and inv_var is None:  # unit variances: the kernels form the key constant themselves
-            out = _kernel().gauge_flash(query, key, value, None, 1.0 / settings.kappa, call.causal, padding)
-        elif fused:
-            ks, c = free_key(key, inv_var)
-            out = _kernel().gauge_flash(query, ks, value, c.squeeze(-1), 1.0 / settings.kappa, call.causal, padding)
+        fused, padding = fused_call(call, mask4, query, value, p)
+        if fused:  # with unit variances the kernels form the key constant themselves (c None)
+            ks, c = (key, None) if inv_var is None else free_key(key, inv_var)
+            out = _kernel().gauge_flash(query, ks, value, None if c is None else c.squeeze(-1), 1.0 / settings.kappa,
+                                        call.causal, padding)
         else:
             split = query.dtype in (torch.bfloat16, torch.float16)
             config = getattr(module, "config", None)
@@ -298,11 +297,13 @@ def gauge_attention_forward(
         if kwargs.get("output_attentions") or not (qb.per_block and kb.per_block):
             out, weights = explicit_path(call, qb, kb, value, settings, mask4, p)
             weights = weights.to(query.dtype)
-        elif fused and settings.layout.n_blocks <= _kernel().EXTRA_WIDTH:
-            out = fused_beliefs(call, qb, kb, value, settings, padding)
         else:
-            qa, ka, v = belief_vectors(qb, kb, value, settings, getattr(module, "config", None))
-            out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
+            fused, padding = fused_call(call, mask4, query, value, p)
+            if fused and settings.layout.n_blocks <= _kernel().EXTRA_WIDTH:
+                out = fused_beliefs(call, qb, kb, value, settings, padding)
+            else:
+                qa, ka, v = belief_vectors(qb, kb, value, settings, getattr(module, "config", None))
+                out = fast_path(call, qa, ka, v, value.shape[-1], settings, mask4, p)
     if store is not None:
         if qb is None:
             qb, kb = source.beliefs(query.detach(), key.detach())

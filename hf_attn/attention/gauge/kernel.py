@@ -390,10 +390,11 @@ class _GaugeFlash(torch.autograd.Function):
         hkv, tk = k.shape[1], k.shape[2]
         has_extra = qe is not None
         e = qe.shape[-1] if has_extra else 0
+        dp = padded_dim(d)
         if c is None:  # the parameter-free form's constant, formed by one kernel
             c = torch.empty(b, hkv, tk, device=q.device, dtype=torch.float32)
             _key_constant[(triton.cdiv(tk, 64), b * hkv)](k, c, tk, hkv, d, *k.stride()[:3], scale * LOG2E,
-                                                         DP=padded_dim(d), BT=64)
+                                                         DP=dp, BT=64)
             ctx.key_norm = True
         else:
             c = (c.float() * (scale * LOG2E)).contiguous()  # pre-scaled: one fused multiply-add per score
@@ -401,7 +402,6 @@ class _GaugeFlash(torch.autograd.Function):
         if has_extra:
             qe, ke = qe.float().contiguous(), ke.float().contiguous()
         km = key_mask.to(torch.int8).contiguous() if key_mask is not None else c  # unread without HAS_KMASK
-        dp = padded_dim(d)
         consts = dict(DP=dp, CAUSAL=causal, HAS_EXTRA=has_extra, HAS_KMASK=key_mask is not None,
                       OP=operand_type(q.dtype), PREC=dot_precision(q.dtype))
         o = torch.empty(b, tq, hq, d, device=q.device, dtype=q.dtype)
