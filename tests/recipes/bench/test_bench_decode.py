@@ -1,17 +1,12 @@
 """recipes/bench/bench_decode.py: the CPU smoke run times every variant and checks cached decoding against full forwards."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_decode.py"
+from recipe_runs import load_script
 
 
 def test_smoke_run_times_variants_and_cached_decoding_equals_full_forwards(tmp_path):
-    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/bench_decode.py")
     bench.main(["--smoke", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "decode.json").read_text())
     assert {(r["attn"], r["kind"]) for r in saved["rows"]} == {(a, k) for a in bench.VARIANTS for k in ("prefill", "decode")}
@@ -23,9 +18,7 @@ def test_smoke_run_times_variants_and_cached_decoding_equals_full_forwards(tmp_p
 
 def test_compare_times_eager_and_compiled_decoding_against_both_sdpa_baselines(tmp_path):
     """`--compare`: every setting timed through generate, compiled ones included, and all agree with full forwards."""
-    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/bench_decode.py")
     bench.main(["--smoke", "--compare", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["setting"] for r in rows] == [label for label, _, _ in bench.COMPARED]
@@ -39,9 +32,7 @@ def test_compare_times_eager_and_compiled_decoding_against_both_sdpa_baselines(t
 def test_compare_times_window_hybrids_eager_and_compiled(tmp_path):
     """`--compare --window 8`: holo/performer decode as window hybrids (buffer full after the 64-token prompt) through
     both caches, compiled included, and agree with full forwards; sdpa stays full attention."""
-    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/bench_decode.py")
     bench.main(["--smoke", "--compare", "--window", "8", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["setting"] for r in rows] == ["sdpa dynamic", "sdpa static+compile", "holo + window 8",
@@ -51,9 +42,7 @@ def test_compare_times_window_hybrids_eager_and_compiled(tmp_path):
 
 
 def test_compare_settings_picks_variant_settings_and_keeps_both_baselines(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_decode", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench/bench_decode.py")
     bench.main(["--smoke", "--compare", "--window", "8", "--settings", "holo compiled", "--out", str(tmp_path)])
     rows = json.loads((tmp_path / "compare.json").read_text())["rows"]
     assert [r["setting"] for r in rows] == ["sdpa dynamic", "sdpa static+compile", "holo + window 8 compiled"]

@@ -1,18 +1,12 @@
 """recipes/bench/bench_kernels.py: the smoke run on CPU, and re-rendering a saved GPU run's table and plot."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "bench_kernels.py"
+from recipe_runs import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("bench_kernels", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_script("bench/bench_kernels.py")
 
 
 def test_smoke_run_times_the_pytorch_paths_against_sdpa(tmp_path):
