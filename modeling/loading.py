@@ -93,8 +93,10 @@ class HfAttnModelMixin:
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, *args):
         """`generate`'s cache: a `RecurrentCache` (constant memory, one state update per token) when the model runs
-        a recurrent variant, decodes causally, samples or searches greedily and the caller chose no cache;
-        transformers' own choice otherwise (beam search and assisted decoding need caches that reorder or crop)."""
+        a recurrent variant, decodes causally, samples or searches greedily and the caller chose no cache, or chose
+        `cache_implementation="static"` (transformers' switch for compiled decoding: then `RecurrentCache(static=
+        True)`, whose decoding step `generate` compiles on CUDA); transformers' own choice otherwise (beam search
+        and assisted decoding need caches that reorder or crop)."""
         from transformers.generation.configuration_utils import GenerationMode
 
         from hf_attn.cache import RecurrentCache
@@ -102,11 +104,14 @@ class HfAttnModelMixin:
         from hf_attn.utils import CACHE_KWARG
 
         variant = list_variants().get(self.config._attn_implementation)
+        chosen = generation_config.cache_implementation
         if (variant is not None and variant.recurrent and not self.config.is_encoder_decoder
                 and generation_mode in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE)
-                and model_kwargs.get(CACHE_KWARG) is None and generation_config.cache_implementation is None
+                and model_kwargs.get(CACHE_KWARG) is None and chosen in (None, "static")
                 and generation_config.use_cache is not False):
-            model_kwargs[CACHE_KWARG] = RecurrentCache()
+            model_kwargs[CACHE_KWARG] = RecurrentCache(static=chosen == "static")
+            if chosen == "static":  # transformers would refuse a cache beside `cache_implementation`
+                return None
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, *args)
 
     def save_pretrained(self, save_directory, *args, **kwargs):

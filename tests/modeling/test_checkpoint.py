@@ -196,3 +196,28 @@ def test_generate_decodes_recurrent_checkpoints_from_a_recurrent_cache_by_defaul
         kwargs = {}
         model._prepare_cache_for_generation(GenerationConfig(**chosen), kwargs, mode, 2, 16)
         assert type(kwargs[CACHE_KWARG]) is DynamicCache
+
+
+@pytest.mark.parametrize("variant,recurrent", [("holo", True), ("performer", True), ("gauge", False)])
+def test_static_cache_implementation_gives_recurrent_checkpoints_a_static_recurrent_cache(tmp_path, variant,
+                                                                                           recurrent):
+    """`cache_implementation="static"` (transformers' switch for compiled decoding, also read from a checkpoint's
+    generation_config.json): a recurrent variant decodes from `RecurrentCache(static=True)`, the compileable state,
+    with the tokens an explicit one gives; other variants get transformers' StaticCache."""
+    from transformers import GenerationConfig, StaticCache
+
+    from hf_attn.utils import CACHE_KWARG
+
+    hf_attn.save_pretrained(tiny_model("llama", variant), tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    model.generation_config.cache_implementation = "static"
+    config = dict(max_new_tokens=5, do_sample=False, pad_token_id=0, return_dict_in_generate=True)
+    out = model.generate(ids(2, 9), **config)
+    cache = getattr(out, CACHE_KWARG)
+    if not recurrent:
+        assert type(cache) is StaticCache
+        return
+    assert type(cache) is hf_attn.RecurrentCache and cache.static and cache.is_compileable
+    model.generation_config.cache_implementation = None
+    explicit = model.generate(ids(2, 9), **config, **{CACHE_KWARG: hf_attn.RecurrentCache(static=True)})
+    assert torch.equal(out.sequences, explicit.sequences)
