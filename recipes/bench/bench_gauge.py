@@ -180,7 +180,8 @@ def tune(t: int, args, device, dtype, timer=None) -> dict:
     key = gk.launch_key(args.head_dim, dtype)
     trials, grads = [], {}
     timer = timer or (lambda step: timed(step, args.warmup, args.repeats, device.type == "cuda")[0])
-    for kernel, candidates in TUNE_CANDIDATES.items():
+    for kernel in args.tune_kernels or TUNE_CANDIDATES:
+        candidates = TUNE_CANDIDATES[kernel]
         mode = "fwd" if kernel == "_fwd" else "fwd+bwd"
         best = None
         for cand in candidates:
@@ -227,6 +228,7 @@ def main(argv=None) -> dict:
     p.add_argument("--widths", default="", help="padded widths for gauge-wW and sdpa-wW rows ('' for none)")
     p.add_argument("--no-compile", action="store_true", help="skip gauge-compiled (config.gauge_compile=True)")
     p.add_argument("--tune", type=int, metavar="T", help="tune the fused kernel's launch settings at length T (CUDA)")
+    p.add_argument("--tune-kernels", nargs="+", choices=list(TUNE_CANDIDATES), help="tune only these kernels")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, float32: checks the script runs")
     p.add_argument("--out", default="runs/bench_gauge")
     args = p.parse_args(argv)

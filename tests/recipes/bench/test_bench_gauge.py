@@ -32,9 +32,13 @@ def test_tune_keeps_each_kernels_fastest_setting_and_records_failures(monkeypatc
             raise RuntimeError("out of shared memory")
         return sum(1.0 if launch[n] == fastest[n] else 2.0 for n in fastest)
 
-    args = SimpleNamespace(batch=1, heads=2, head_dim=32)
+    args = SimpleNamespace(batch=1, heads=2, head_dim=32, tune_kernels=None)
     tuned = bench.tune(64, args, torch.device("cpu"), torch.float32, timer=timer)
     assert tuned["best"] == {n: list(c) for n, c in fastest.items()} and gk.LAUNCH[key] == fastest
+    args.tune_kernels = ["_fwd"]  # only the forward's candidates are tried
+    gk.LAUNCH[key]["_fwd"] = bench.TUNE_CANDIDATES["_fwd"][0]
+    tried = {t["kernel"] for t in bench.tune(64, args, torch.device("cpu"), torch.float32, timer=timer)["trials"]}
+    assert tried == {"_fwd"} and gk.LAUNCH[key]["_fwd"] == fastest["_fwd"]
     errors = [t for t in tuned["trials"] if "error" in t]
     assert [(t["kernel"], t["launch"]) for t in errors] == [("_bwd_dq", broken)]
     assert "out of shared memory" in errors[0]["error"]
