@@ -18,8 +18,8 @@ For each T it times, forward and forward+backward (causal, no padding, batch 1):
 Median of --repeats after --warmup runs (CUDA events), peak memory above the inputs, throughput ratio
 gauge/sdpa (= sdpa ms / gauge ms, > 1 means gauge is faster). Prints a markdown table, writes bench_gauge.json.
 `--tune T` first times each kernel of the fused path at T over `TUNE_CANDIDATES` (block sizes, warps, stages),
-one kernel after another keeping the best, writes tune_gauge.json with the settings to put in
-`hf_attn/attention/gauge/kernel.py::LAUNCH`, and runs the benchmark with them.
+one kernel after another keeping the best (`--tune-kernels` names a subset), writes tune_gauge.json with the
+settings to put in `hf_attn/attention/gauge/kernel.py::LAUNCH`, and runs the benchmark with them.
 """
 from __future__ import annotations
 
