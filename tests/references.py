@@ -130,7 +130,7 @@ def performer_reference(module, q, k, v, visible, bias, scaling):
     seed = int(getattr(cfg, "performer_seed", 0)) + 1009 * int(getattr(module, "layer_idx", 0) or 0)
     d, hq, hkv = q.shape[-1], q.shape[1], k.shape[1]
     learned = getattr(_parts(module), "features", None)
-    w = random_features(d, m, seed, "cpu").double() if learned is None else learned.detach().double()
+    w = (random_features(d, m, seed, "cpu") if learned is None else learned.detach()).double().to(q.device)
     w_k = w.expand(hkv, *w.shape[-2:])
     w_q = w_k.repeat_interleave(hq // hkv, 0)
     s = (d**-0.5 if scaling is None else scaling) ** 0.5

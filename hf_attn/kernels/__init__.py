@@ -44,10 +44,10 @@ def kernels_enabled(x: torch.Tensor) -> bool:
 
 
 def token_block(padded_head_dim: int, dtype: torch.dtype) -> int:
-    """Tokens per block (holo) or chunk (performer): 64, or 32 where 64 overflows Hopper's 227 KB of shared
-    memory per block. Compiled for sm_90, head_dim 96/128 (padded to 128) at 64 tokens needs 240-352 KB
-    (holo backward) and fp32 inputs need 290-300 KB in performer's kernels at head_dim 64, because their
-    tf32x3 dots keep high and low operand parts (measured on the H100: docs/kernels.md)."""
+    """Tokens per block of holo's kernels: 64, or 32 where 64 overflows Hopper's 227 KB of shared memory per
+    block. Compiled for sm_90, head_dim 96/128 (padded to 128) at 64 tokens needs 240-352 KB (holo backward),
+    and fp32 inputs' tf32x3 dots keep high and low operand parts (measured on the H100: docs/kernels.md).
+    performer's kernels take their chunk length from their own tuned `LAUNCH` table."""
     return 64 if padded_head_dim <= 64 and dtype != torch.float32 else 32
 
 

@@ -26,9 +26,9 @@ import math
 import torch
 import triton
 import triton.language as tl
-from triton.runtime.errors import OutOfResources
 
 from ...kernels import dot_precision
+from ...kernels.launch import launch_fitting
 from ...kernels.tiles import unit_last_stride
 
 LOG2E = math.log2(math.e)
@@ -353,28 +353,12 @@ def launch_key(head_dim: int, dtype: torch.dtype) -> tuple[bool, bool]:
     return padded_dim(head_dim) <= 64, operand_type(dtype) != "fp32"
 
 
-_FITTED: dict = {}  # (kernel, its LAUNCH setting, constexprs) -> the setting that fits this GPU's shared memory
-
-
 def _launch(name: str, kernel, grid, q: torch.Tensor, consts: dict, *args) -> None:
-    """Launch `kernel` (`grid(meta)`) with `LAUNCH`'s setting for inputs like `q`, stepping down num_stages, then
-    the larger block, while the GPU lacks the shared memory for them (the learned form's extra tiles at
-    head_dim 128 need more than Hopper's 227 KB at the tuned setting). The first fitting setting is kept."""
+    """Launch `kernel` (`grid(meta)`) with `LAUNCH`'s setting for inputs like `q`, stepped down where the GPU lacks
+    the shared memory (`launch_fitting`: the learned form's extra tiles at head_dim 128 need more than Hopper's
+    227 KB at the tuned setting)."""
     setting = LAUNCH[launch_key(q.shape[-1], q.dtype)][name]
-    key = (name, setting, tuple(sorted(consts.items())))
-    bm, bn, warps, stages = _FITTED.get(key, setting)
-    while True:
-        try:
-            kernel[grid](*args, **consts, BM=bm, BN=bn, num_warps=warps, num_stages=stages)
-            _FITTED[key] = (bm, bn, warps, stages)
-            return
-        except OutOfResources:
-            if stages > 1:
-                stages -= 1
-            elif max(bm, bn) > 16:
-                bm, bn = (bm // 2, bn) if bm >= bn else (bm, bn // 2)
-            else:
-                raise
+    launch_fitting(name, kernel, grid, setting, ("BM", "BN"), consts, *args)
 
 
 def _bthd_strides(x: torch.Tensor) -> tuple[int, int, int]:

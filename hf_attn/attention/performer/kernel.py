@@ -5,7 +5,7 @@ with `x' = x * scaling^(1/2)`, `c` the row maximum of `x' W^T - |x'|^2/2` for qu
 and the constant `max_i |W_i|^2 / 4` for keys (`key_stabiliser`);
 `o_t = phi(q_t) S_t / phi(q_t) z_t` with `S_t = S_0 + sum_{s<=t} phi(k_s) v_s^T` and `z_t` its row sums.
 
-Design (chunked, fla's layout): chunks of `C` tokens (`hf_attn.kernels.token_block`), feature blocks of `BLOCK_M` columns.
+Design (chunked, fla's layout): chunks of `C` tokens, feature blocks of `BM` columns (per kernel: `LAUNCH`).
 - `_fwd_state`: each (chunk, feature block) writes `phi(K_c)^T [V_c, 1]`; `scan.scan_blocks_` (in place,
   fp32 sums) turns them into each chunk's starting state (and the fp32 final state for decoding). The
   chunk states are stored in the products' operand type (bf16 for bf16 inputs: `operand_type`), which
@@ -25,12 +25,41 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import dot_precision, token_block
+from ...kernels import dot_precision
+from ...kernels.launch import launch_fitting
 from ...kernels.scan import scan_blocks_
 from ...kernels.tiles import load_rows, unit_last_stride
 from .features import KEY_FLOOR as KEY_FLOOR_VALUE, key_stabiliser
 
-BLOCK_M = 64
+FEATURE_TILE = 64  # the chunk states' rows are padded to a multiple of this; each kernel's BM divides it
+
+# Tokens per chunk `C`, and (feature block BM, num_warps, num_stages) per kernel, by (padded head_dim <= 64,
+# 16-bit inputs). `C` is shared by all kernels (the chunk states); a setting that needs more shared
+# memory than the GPU has steps down (`launch_fitting`). The bf16 entries are the fastest per kernel on an H200
+# at 32k tokens (16 query heads x 128 / 32 x 64, 4 per key/value head; `recipes/bench/tune_performer.py`). fp32
+# inputs take 32-token chunks: their tf32x3 dots keep high and low operand parts (290-300 KB of shared memory at
+# 64 tokens and head_dim 64 on the H100). A 32-feature block with 64-token chunks hit illegal memory accesses
+# (Triton 3.6, H200), so the bf16 entries keep BM 64.
+LAUNCH = {
+    (True, True): dict(C=64, _fwd_state=(64, 4, 3), _fwd=(64, 4, 2), _bwd_state=(64, 4, 3), _bwd_dq=(64, 4, 3),
+                       _bwd_dkv=(64, 4, 1)),
+    (False, True): dict(C=64, _fwd_state=(64, 4, 2), _fwd=(64, 4, 1), _bwd_state=(64, 4, 2), _bwd_dq=(64, 4, 1),
+                        _bwd_dkv=(64, 8, 1)),
+    (True, False): dict(C=32, _fwd_state=(64, 4, 3), _fwd=(64, 8, 3), _bwd_state=(64, 4, 3), _bwd_dq=(64, 8, 3),
+                        _bwd_dkv=(64, 8, 3)),
+    (False, False): dict(C=32, _fwd_state=(64, 4, 3), _fwd=(64, 8, 3), _bwd_state=(64, 4, 3), _bwd_dq=(64, 8, 3),
+                         _bwd_dkv=(64, 8, 3)),
+}
+
+
+def launch_key(padded_head_dim: int, dtype: torch.dtype) -> tuple[bool, bool]:
+    """The `LAUNCH` entry for these inputs: (padded head_dim <= 64, 16-bit inputs)."""
+    return padded_head_dim <= 64, dtype != torch.float32
+
+
+def _launch(name: str, kernel, grid, settings: dict, consts: dict, *args):
+    """Launch `kernel` at `settings[name]` (`launch_fitting`); `grid` may be a function of the launch's `BM`."""
+    return launch_fitting(name, kernel, grid, settings[name], ("BM",), consts, *args)
 
 
 def operand_type(dtype: torch.dtype, padded_head_dim: int) -> str:
@@ -326,18 +355,19 @@ class _PerformerCausal(torch.autograd.Function):
         b, hq, t, d = q.shape
         hkv = k.shape[1]
         m = w.shape[0]
-        dp, mp = triton.next_power_of_2(d), triton.cdiv(m, BLOCK_M) * BLOCK_M
-        chunk = token_block(dp, q.dtype)
-        nc = triton.cdiv(t, chunk)
-        consts = dict(DP=dp, MP=mp, BM=BLOCK_M, C=chunk, PREC=dot_precision(q.dtype), OP=operand_type(q.dtype, dp))
+        dp, mp = triton.next_power_of_2(d), triton.cdiv(m, FEATURE_TILE) * FEATURE_TILE
+        settings = LAUNCH[launch_key(dp, q.dtype)]
+        nc = triton.cdiv(t, settings["C"])
+        consts = dict(DP=dp, MP=mp, C=settings["C"], PREC=dot_precision(q.dtype), OP=operand_type(q.dtype, dp))
         scalars = (scale, kstab, 1.0 / math.sqrt(m))
         has_mask = mask is not None
         mask_arg = mask if has_mask else w
         state_dtype = torch.float32 if consts["OP"] == "fp32" else torch.bfloat16  # what the products read
         st = torch.empty(b * hkv, nc, mp, dp, device=q.device, dtype=state_dtype)
         zt = torch.empty(b * hkv, nc, mp, device=q.device, dtype=torch.float32)
-        _fwd_state[(nc, mp // BLOCK_M, b * hkv)](k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
-                                                 *v.stride()[:3], nc, *scalars, HAS_MASK=has_mask, **consts)
+        _launch("_fwd_state", _fwd_state, lambda meta: (nc, mp // meta["BM"], b * hkv), settings,
+                dict(consts, HAS_MASK=has_mask), k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
+                *v.stride()[:3], nc, *scalars)
         s_init = z_init = None
         if s0 is not None and (m, d) == (mp, dp):  # carried state already of the kernels' (MP, DP) tiles
             s_init, z_init = s0.reshape(b * hkv, mp, dp), z0.reshape(b * hkv, mp)
@@ -350,11 +380,11 @@ class _PerformerCausal(torch.autograd.Function):
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
         den = torch.empty(b, hq, t, device=q.device, dtype=torch.float32)
         qmax = torch.empty_like(den)
-        _fwd[(nc, b * hq)](q, k, v, mask_arg, w, st, zt, o, den, qmax, t, d, m, hq, hq // hkv, *q.stride()[:3],
-                           *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nc, *scalars,
-                           HAS_MASK=has_mask, num_warps=8, **consts)
+        _launch("_fwd", _fwd, (nc, b * hq), settings, dict(consts, HAS_MASK=has_mask), q, k, v, mask_arg, w, st,
+                zt, o, den, qmax, t, d, m, hq, hq // hkv, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
+                o.stride(0), o.stride(2), o.stride(1), nc, *scalars)
         ctx.save_for_backward(q, k, v, mask, w, st, zt, o, den, qmax)
-        ctx.meta, ctx.has_init = (scalars, consts, has_mask), s0 is not None
+        ctx.meta, ctx.has_init = (scalars, consts, settings, has_mask), s0 is not None
         ctx.set_materialize_grads(False)  # no zero-filled gradients for the final state before each backward
         finals = (s_fin[:, :m, :d].reshape(b, hkv, m, d), z_fin[:, :m].reshape(b, hkv, m))
         ctx.mark_non_differentiable(*finals)
@@ -363,7 +393,7 @@ class _PerformerCausal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, _ds, _dz):
         q, k, v, mask, w, st, zt, o, den, qmax = ctx.saved_tensors
-        scalars, consts, has_mask = ctx.meta
+        scalars, consts, settings, has_mask = ctx.meta
         b, hq, t, d = q.shape
         hkv, m = k.shape[1], w.shape[0]
         nc, mp = st.shape[1], st.shape[2]
@@ -373,18 +403,20 @@ class _PerformerCausal(torch.autograd.Function):
         rt = torch.empty_like(st)
         rzt = torch.empty_like(zt)
         delta = torch.empty_like(den)  # rowsum(dO * O), written by _bwd_state
-        _bwd_state[(nc, mp // BLOCK_M, b * hkv)](q, do, den, o, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv,
-                                                 *q.stride()[:3], *grad_strides, nc, scalars[0], scalars[2], **consts)
+        _launch("_bwd_state", _bwd_state, lambda meta: (nc, mp // meta["BM"], b * hkv), settings, consts, q, do, den,
+                o, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv, *q.stride()[:3], *grad_strides, nc, scalars[0],
+                scalars[2])
         total_r, total_z = scan_blocks_(rt, reverse=True), scan_blocks_(rzt, reverse=True)  # later chunks' sums
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
         common = (t, d, m)
         strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_strides, nc, *scalars)
-        _bwd_dq[(nc, b * hq)](q, k, v, mask_arg, do, den, delta, qmax, w, st, zt, dq, *common, hq, hq // hkv,
-                              *strides, HAS_MASK=has_mask, num_warps=8, **consts)
-        _bwd_dkv[(nc, b * hkv)](q, k, v, mask_arg, do, den, delta, qmax, w, rt, rzt, dk, dv, *common, hkv, hq // hkv,
-                                *strides, HAS_MASK=has_mask, num_warps=8, **consts)
+        masked = dict(consts, HAS_MASK=has_mask)
+        _launch("_bwd_dq", _bwd_dq, (nc, b * hq), settings, masked, q, k, v, mask_arg, do, den, delta, qmax, w, st, zt,
+                dq, *common, hq, hq // hkv, *strides)
+        _launch("_bwd_dkv", _bwd_dkv, (nc, b * hkv), settings, masked, q, k, v, mask_arg, do, den, delta, qmax, w, rt,
+                rzt, dk, dv, *common, hkv, hq // hkv, *strides)
         if not ctx.has_init:
             return dq, dk, dv, None, None, None, None, None, None
         ds0 = total_r[:, :m, :d].reshape(b, hkv, m, d)

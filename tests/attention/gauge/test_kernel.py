@@ -201,27 +201,6 @@ def test_cached_generation_through_the_kernel_matches_the_sdpa_path(fused):
     assert rel(torch.stack(got.scores), torch.stack(want.scores)) < 1e-5
 
 
-def test_launch_steps_down_until_the_blocks_fit_shared_memory_and_remembers_it(monkeypatch):
-    from triton.runtime.errors import OutOfResources
-
-    tried = []
-
-    class Kernel:  # fits only with one stage and 32-key blocks, as a smaller GPU's shared memory might
-        def __getitem__(self, grid):
-            def run(*args, BM, BN, num_warps, num_stages, **consts):
-                tried.append((BM, BN, num_warps, num_stages))
-                if num_stages > 1 or BN > 32:
-                    raise OutOfResources(300_000, 232_448, "shared memory")
-            return run
-
-    q = torch.empty(1, 1, 1, 128, dtype=torch.bfloat16)
-    monkeypatch.setitem(gk.LAUNCH, gk.launch_key(128, torch.bfloat16), {"_fwd": (64, 128, 8, 3)})
-    gk._launch("_fwd", Kernel(), None, q, {"HAS_EXTRA": True})
-    assert tried == [(64, 128, 8, 3), (64, 128, 8, 2), (64, 128, 8, 1), (64, 64, 8, 1), (32, 64, 8, 1), (32, 32, 8, 1)]
-    gk._launch("_fwd", Kernel(), None, q, {"HAS_EXTRA": True})
-    assert tried[-1] == (32, 32, 8, 1) and len(tried) == 7  # the fitting setting is reused at once
-
-
 def test_parameter_free_calls_run_no_torch_arithmetic_around_the_kernels(fused, monkeypatch):
     """Every torch op costs the host a dispatch (on small inputs, more than the kernels): around the launches the
     parameter-free form only allocates, forward and backward."""
