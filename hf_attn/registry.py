@@ -17,7 +17,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface
 
 from .attention import BUILTIN_SPECS
-from .utils import HfAttnError, set_attn_implementation
+from .utils import CACHE_KWARG, HfAttnError, set_attn_implementation
 
 # transformers' own implementations, accepted by `set_attention` next to ours.
 BUILTIN_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
@@ -83,8 +83,21 @@ def padding_mask_only(
 ) -> torch.Tensor | None:
     """Mask builder for linear-time variants: the 2D key-padding mask `(batch, kv_length)` or None.
 
-    Causality comes from `module.is_causal`; never building the `(T, T)` mask keeps memory linear in T.
+    Causality comes from `module.is_causal`; never building the `(T, T)` mask keeps memory linear in T. A causal
+    call whose keys run past its last query comes from a pre-allocated cache (transformers' StaticCache): its
+    empty slots would be read as keys, so it is refused with the fix.
     """
+    causal = "allow_is_bidirectional_skip" not in kwargs  # what transformers passes only to bidirectional masks
+    sizes = (q_length, kv_length, q_offset, kv_offset)  # ints, but tensors in a compiled step (checked at prefill)
+    if causal and all(isinstance(x, int) for x in sizes) and kv_offset + kv_length > q_offset + q_length:
+        name = getattr(kwargs.get("config"), "_attn_implementation", None) or "this attention"
+        raise HfAttnError(
+            f"{name}: the cache holds {kv_offset + kv_length} key slots for {q_offset + q_length} tokens, a "
+            "pre-allocated cache such as transformers' StaticCache (generate(..., cache_implementation='static')); "
+            f"{name} reads keys as a sequence without empty slots. Decode with "
+            f"{CACHE_KWARG}=hf_attn.RecurrentCache(static=True) (compiled) or hf_attn.RecurrentCache(), or with "
+            "the default dynamic cache; a checkpoint saved by hf-attn picks RecurrentCache by itself."
+        )
     if attention_mask is None:
         return None
     mask = attention_mask[:, -kv_length:].bool()

@@ -259,6 +259,17 @@ def test_inductor_compiled_decoding_step_matches_full_forward(window):
     torch.testing.assert_close(scores, _full_forward(model, seqs, 8), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["holo", "performer"])
+def test_a_preallocated_key_cache_is_refused_with_the_fix(variant):
+    """transformers' StaticCache (a plain model under `cache_implementation="static"`) holds empty key slots past
+    the current token, which a linear-time variant would read as keys (its tokens then differed from the dynamic
+    cache's): the mask builder refuses it at the prefill and names RecurrentCache."""
+    model = tiny_model("llama", variant)
+    with pytest.raises(hf_attn.HfAttnError, match=r"[67] key slots for 5 tokens.*RecurrentCache\(static=True\)"):
+        model.generate(ids(1, 5), max_new_tokens=2, do_sample=False, cache_implementation="static",
+                       disable_compile=True)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="runs the kernels on CPU tensors, under Triton's interpreter")
 def test_static_holo_prefill_on_the_kernels_decodes_on_the_pytorch_path(monkeypatch):
     """The Triton kernels serve a static cache's prefill; its state is then kept in the PyTorch path's layout,
