@@ -419,6 +419,7 @@ def state_width(head_dim: int) -> int:
     return max(16, triton.next_power_of_2(head_dim // 2))
 
 
+@torch.compiler.disable  # under torch.compile: a graph break, the kernels run eagerly between the graphs
 def holo_causal(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -434,6 +435,8 @@ def holo_causal(
     (True = real token), `init = (memory (B, Hkv, 2, FP) fp32 packed, count (B,))` carried from earlier tokens;
     `soft`: the unit projection's floor (`math.spectrum`).
     Returns `out (B, T, Hq, D)` in q's dtype and the final `(memory, count)` (no gradient through it).
+    torch.compile does not trace into it (dynamo would trace Triton's launch code, which fails under Triton's
+    CPU interpreter).
     """
     b, hq, t, d = q.shape
     if d % 2 or d > 128 or d < 16:

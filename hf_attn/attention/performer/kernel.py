@@ -424,6 +424,7 @@ class _PerformerCausal(torch.autograd.Function):
         return dq, dk, dv, None, None, ds0, dz0, None, None
 
 
+@torch.compiler.disable  # under torch.compile: a graph break, the kernels run eagerly between the graphs
 def performer_causal(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -440,7 +441,8 @@ def performer_causal(
     bool, `init = (S (B, Hkv, m, D), z (B, Hkv, m))` fp32 carried from earlier tokens (key features already
     stabilised by `key_stabiliser(W)`). `key_stab` is `key_stabiliser(features)` as a float; pass it (the
     attention function does) to spare a device-to-host sync, which also keeps the call capturable in a CUDA
-    graph. Returns `out (B, T, Hq, D)` and the final `(S, z)` (no gradient).
+    graph. Returns `out (B, T, Hq, D)` and the final `(S, z)` (no gradient). torch.compile does not trace into
+    it (dynamo would trace Triton's launch code, which fails under Triton's CPU interpreter).
     """
     d = q.shape[-1]
     if d > 128 or d < 16:
