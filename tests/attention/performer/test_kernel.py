@@ -13,6 +13,7 @@ CASES = [  # b, hq, hkv, t, d, m, dtype, pad
     (2, 4, 2, 70, 64, 96, torch.float32, True),  # GQA, two chunks, a partial feature block, left padding
     (1, 2, 2, 40, 96, 64, torch.float32, False),
     (1, 2, 1, 50, 32, 64, torch.bfloat16, False),
+    (1, 2, 1, 70, 128, 64, torch.bfloat16, True),  # 16-bit, head_dim 128: LAUNCH's 64-token chunks, two of them
 ]
 if not INTERPRETED:
     CASES += [(2, 16, 4, 1000, d, 256, dt, True) for d in HEAD_DIMS for dt in (torch.float32, torch.bfloat16, torch.float16)]
