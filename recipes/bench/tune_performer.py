@@ -79,9 +79,9 @@ def tune(args, device: str, dtype: torch.dtype) -> dict:
                     best[chunk][n] = (list(setting), t)
     finally:
         pk.LAUNCH[key] = kept
-    chunk = min(best, key=lambda c: sum(t for _, t in best[c].values()))
-    entry = dict(C=chunk, **{n: tuple(s) for n, (s, _) in best[chunk].items()})
     sums = {c: sum(t for _, t in b.values()) for c, b in best.items()}
+    chunk = min(sums, key=sums.get)
+    entry = dict(C=chunk, **{n: tuple(s) for n, (s, _) in best[chunk].items()})
     return {"key": list(key), "launch": entry, "kernel_ms_sum": sums, "best": best, "trials": trials}
 
 
