@@ -365,9 +365,9 @@ class _PerformerCausal(torch.autograd.Function):
         state_dtype = torch.float32 if consts["OP"] == "fp32" else torch.bfloat16  # what the products read
         st = torch.empty(b * hkv, nc, mp, dp, device=q.device, dtype=state_dtype)
         zt = torch.empty(b * hkv, nc, mp, device=q.device, dtype=torch.float32)
-        _launch("_fwd_state", _fwd_state, lambda meta: (nc, mp // meta["BM"], b * hkv), settings,
-                dict(consts, HAS_MASK=has_mask), k, v, mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3],
-                *v.stride()[:3], nc, *scalars)
+        masked = dict(consts, HAS_MASK=has_mask)
+        _launch("_fwd_state", _fwd_state, lambda meta: (nc, mp // meta["BM"], b * hkv), settings, masked, k, v,
+                mask_arg, w, st, zt, t, d, m, hkv, *k.stride()[:3], *v.stride()[:3], nc, *scalars)
         s_init = z_init = None
         if s0 is not None and (m, d) == (mp, dp):  # carried state already of the kernels' (MP, DP) tiles
             s_init, z_init = s0.reshape(b * hkv, mp, dp), z0.reshape(b * hkv, mp)
@@ -380,9 +380,9 @@ class _PerformerCausal(torch.autograd.Function):
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
         den = torch.empty(b, hq, t, device=q.device, dtype=torch.float32)
         qmax = torch.empty_like(den)
-        _launch("_fwd", _fwd, (nc, b * hq), settings, dict(consts, HAS_MASK=has_mask), q, k, v, mask_arg, w, st,
-                zt, o, den, qmax, t, d, m, hq, hq // hkv, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
-                o.stride(0), o.stride(2), o.stride(1), nc, *scalars)
+        _launch("_fwd", _fwd, (nc, b * hq), settings, masked, q, k, v, mask_arg, w, st, zt, o, den, qmax, t, d, m,
+                hq, hq // hkv, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2),
+                o.stride(1), nc, *scalars)
         ctx.save_for_backward(q, k, v, mask, w, st, zt, o, den, qmax)
         ctx.meta, ctx.has_init = (scalars, consts, settings, has_mask), s0 is not None
         ctx.set_materialize_grads(False)  # no zero-filled gradients for the final state before each backward

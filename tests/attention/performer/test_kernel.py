@@ -16,7 +16,8 @@ CASES = [  # b, hq, hkv, t, d, m, dtype, pad
     (1, 2, 1, 70, 128, 64, torch.bfloat16, True),  # 16-bit, head_dim 128: LAUNCH's 64-token chunks, two of them
 ]
 if not INTERPRETED:
-    CASES += [(2, 16, 4, 1000, d, 256, dt, True) for d in HEAD_DIMS for dt in (torch.float32, torch.bfloat16, torch.float16)]
+    CASES += [(2, 16, 4, 1000, d, 256, dt, True)
+              for d in HEAD_DIMS for dt in (torch.float32, torch.bfloat16, torch.float16)]
     CASES = [c for c in CASES if kernels_take(c[4], c[6])]
 
 
