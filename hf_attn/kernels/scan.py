@@ -13,18 +13,19 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import launch
+
 TILE = 4096  # elements per program and step: BW state columns x CB blocks
 WARPS = 2  # fastest on the H100 at every shape `recipes/bench/tune_scan.py` tries (4 and 8 were up to 2x slower for bf16)
 
 
 @triton.jit
-def _scan_blocks(x_ptr, init_ptr, total_ptr, NB, W, BW: tl.constexpr, CB: tl.constexpr,
-                 REVERSE: tl.constexpr, HAS_INIT: tl.constexpr):
-    """In place over `x (rows, NB, W)`: `x[:, i] <- init + sum_{j<i} x[:, j]` (REVERSE: `sum_{j>i}`), and
-    `total = init + sum_j x[:, j]`. Program `(row, column block)` walks the blocks in chunks of `CB`; each
-    chunk is read before it is overwritten, so in place is safe."""
-    row = tl.program_id(0)
-    w = tl.program_id(1) * BW + tl.arange(0, BW)
+def _scan_columns(x_ptr, init_ptr, total_ptr, row, col_block, NB, W, BW: tl.constexpr, CB: tl.constexpr,
+                  REVERSE: tl.constexpr, HAS_INIT: tl.constexpr):
+    """In place over `x (rows, NB, W)`, row `row`, columns `col_block * BW + [0, BW)`:
+    `x[:, i] <- init + sum_{j<i} x[:, j]` (REVERSE: `sum_{j>i}`), and `total = init + sum_j x[:, j]`. The
+    blocks are walked in chunks of `CB`; each chunk is read before it is overwritten, so in place is safe."""
+    w = col_block * BW + tl.arange(0, BW)
     w_ok = w < W
     if HAS_INIT:
         carry = tl.load(init_ptr + row * W + w, mask=w_ok, other=0.0)
@@ -44,6 +45,19 @@ def _scan_blocks(x_ptr, init_ptr, total_ptr, NB, W, BW: tl.constexpr, CB: tl.con
     tl.store(total_ptr + row * W + w, carry, mask=w_ok)
 
 
+@triton.jit
+def _scan_blocks(x_ptr, init_ptr, total_ptr, y_ptr, y_init_ptr, y_total_ptr, NB, W, WY, NCX,
+                 BW: tl.constexpr, CB: tl.constexpr, BWY: tl.constexpr, CBY: tl.constexpr,
+                 REVERSE: tl.constexpr, HAS_INIT: tl.constexpr):
+    """Program `(row, column block)`: the first `NCX` column blocks scan `x (rows, NB, W)`, the rest the
+    second state `y (rows, NB, WY)` of a pair (performer's `S` and `z`), so a pair costs one launch."""
+    row, col_block = tl.program_id(0), tl.program_id(1)
+    if col_block < NCX:
+        _scan_columns(x_ptr, init_ptr, total_ptr, row, col_block, NB, W, BW, CB, REVERSE, HAS_INIT)
+    else:
+        _scan_columns(y_ptr, y_init_ptr, y_total_ptr, row, col_block - NCX, NB, WY, BWY, CBY, REVERSE, HAS_INIT)
+
+
 def column_block(width: int) -> int:
     """State columns per program: half the state width, within [32, 512]. Narrow holo states (64 floats) scan
     fastest split over two programs of 32 columns with 128 blocks per step, performer's wide ones (m x D) in
@@ -51,18 +65,25 @@ def column_block(width: int) -> int:
     return max(32, min(triton.next_power_of_2(width) // 2, 512))
 
 
-def scan_blocks_(x: torch.Tensor, init: torch.Tensor | None = None, reverse: bool = False) -> torch.Tensor:
-    """Exclusive scan of `x (rows, NB, *state)` (fp32 or bf16, contiguous) over its blocks, in place, on top of
-    `init (rows, *state)`; returns the fp32 total `(rows, *state)` (the final state, or the initial state's
-    gradient). Sums are fp32 whatever `x` holds: a bf16 `x` is rounded once, on the way back."""
-    rows, nb = x.shape[:2]
-    w = math.prod(x.shape[2:])
-    total = x.new_empty(rows, *x.shape[2:], dtype=torch.float32)
-    if not rows or not w:
-        return total
-    if init is not None:
-        init = init.reshape(rows, w).float().contiguous()
-    bw = column_block(w)
-    _scan_blocks[(rows, triton.cdiv(w, bw))](x, x if init is None else init, total, nb, w, BW=bw, CB=TILE // bw,
-                                             REVERSE=reverse, HAS_INIT=init is not None, num_warps=WARPS)
-    return total
+def scan_blocks_(*states: torch.Tensor, inits: tuple[torch.Tensor, ...] | None = None,
+                 reverse: bool = False) -> list[torch.Tensor]:
+    """Exclusive scan of each `x (rows, NB, *state)` in `states` (one, or a pair with the same rows and blocks;
+    fp32 or bf16, contiguous) over its blocks, in place, on top of the matching `inits (rows, *state)`, in one
+    launch. Returns each state's fp32 total `(rows, *state)` (the final state, or the initial state's gradient).
+    Sums are fp32 whatever `x` holds: a bf16 `x` is rounded once, on the way back."""
+    if len(states) not in (1, 2) or (inits is not None and len(inits) != len(states)):
+        raise ValueError(f"scan_blocks_ takes one or two states with as many inits, got {len(states)} and "
+                         f"{None if inits is None else len(inits)}.")
+    rows, nb = states[0].shape[:2]
+    totals = [x.new_empty(rows, *x.shape[2:], dtype=torch.float32) for x in states]
+    x, y = states[0], states[-1]  # one state scans as x, with no column blocks of y
+    wx, wy = math.prod(x.shape[2:]), math.prod(y.shape[2:]) if len(states) == 2 else 0
+    if not rows or not wx + wy:
+        return totals
+    ix, iy = (x, y) if inits is None else (i.reshape(rows, -1).float().contiguous() for i in (inits[0], inits[-1]))
+    bw, bwy = column_block(wx), column_block(wy)
+    ncx = triton.cdiv(wx, bw)
+    launch(_scan_blocks, (rows, ncx + triton.cdiv(wy, bwy)), x, ix, totals[0], y, iy, totals[-1], nb, wx, wy, ncx,
+           BW=bw, CB=TILE // bw, BWY=bwy, CBY=TILE // bwy, REVERSE=reverse, HAS_INIT=inits is not None,
+           num_warps=WARPS, num_stages=3)
+    return totals

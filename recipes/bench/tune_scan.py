@@ -40,8 +40,10 @@ def tune(rows: int, blocks: int, width: int, dtype: torch.dtype, device: str, re
                 continue
             for warps in (2, 4, 8):
                 def launch():
-                    scan._scan_blocks[(rows, triton.cdiv(width, bw))](x, x, total, blocks, width, BW=bw, CB=cb,
-                                                                     REVERSE=False, HAS_INIT=False, num_warps=warps)
+                    scan._scan_blocks[(rows, triton.cdiv(width, bw))](x, x, total, x, x, total, blocks, width, 0,
+                                                                     triton.cdiv(width, bw), BW=bw, CB=cb, BWY=32,
+                                                                     CBY=128, REVERSE=False, HAS_INIT=False,
+                                                                     num_warps=warps)
                 ms = timed(launch, device, max_reps=reps)
                 out.append({"BW": bw, "CB": cb, "warps": warps, "ms": ms, "GB_per_s": moved_gb / ms * 1e3,
                             "chosen": (bw, cb, warps) == chosen})

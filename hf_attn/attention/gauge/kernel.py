@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from ...kernels import dot_precision
-from ...kernels.launch import launch_fitting
+from ...kernels.launch import launch, launch_fitting
 from ...kernels.tiles import unit_last_stride
 
 LOG2E = math.log2(math.e)
@@ -377,8 +377,8 @@ class _GaugeFlash(torch.autograd.Function):
         dp = padded_dim(d)
         if c is None:  # the parameter-free form's constant, formed by one kernel
             c = torch.empty(b, hkv, tk, device=q.device, dtype=torch.float32)
-            _key_constant[(triton.cdiv(tk, 64), b * hkv)](k, c, tk, hkv, d, *k.stride()[:3], scale * LOG2E,
-                                                         DP=dp, BT=64)
+            launch(_key_constant, (triton.cdiv(tk, 64), b * hkv), k, c, tk, hkv, d, *k.stride()[:3], scale * LOG2E,
+                   DP=dp, BT=64, num_warps=4, num_stages=3)
             ctx.key_norm = True
         else:
             c = (c.float() * (scale * LOG2E)).contiguous()  # pre-scaled: one fused multiply-add per score
@@ -409,8 +409,8 @@ class _GaugeFlash(torch.autograd.Function):
         e = qe.shape[-1] if has_extra else 0
         dp = consts["DP"]
         delta = torch.empty_like(lse)
-        _delta[(triton.cdiv(tq, 64), b * hq)](o, do, delta, tq, hq, d, *_bthd_strides(o), *_bthd_strides(do),
-                                              DP=dp, BM=64)
+        launch(_delta, (triton.cdiv(tq, 64), b * hq), o, do, delta, tq, hq, d, *_bthd_strides(o), *_bthd_strides(do),
+               DP=dp, BM=64, num_warps=4, num_stages=3)
         dq = torch.empty(b, hq, tq, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, tk, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, tk, d, device=q.device, dtype=v.dtype)

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from ...kernels import dot_precision, token_block
+from ...kernels.launch import launch
 from ...kernels.scan import scan_blocks_
 from ...kernels.tiles import load_rows, unit_last_stride
 from .math import SOFT
@@ -375,13 +376,14 @@ class _HoloCausal(torch.autograd.Function):
                   else final.new_zeros(b * hkv, 1, 2, fp))
         else:
             st = torch.empty(b * hkv, nb, 2, fp, device=q.device, dtype=torch.float32)
-            _fwd_state[grid](k, v, mask_arg, cm, sm, st, t, d, hkv, *k.stride()[:3], *v.stride()[:3], nb,
-                             HAS_MASK=has_mask, **_launch("_fwd_state", consts))
-            final = scan_blocks_(st, init).view(b, hkv, 2, fp)  # st now holds each block's starting memory
+            launch(_fwd_state, grid, k, v, mask_arg, cm, sm, st, t, d, hkv, *k.stride()[:3], *v.stride()[:3], nb,
+                   HAS_MASK=has_mask, **_launch("_fwd_state", consts))
+            (final,) = scan_blocks_(st, inits=None if init is None else (init,))
+            final = final.view(b, hkv, 2, fp)  # st now holds each block's starting memory
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
-        _fwd[grid](q, k, v, mask_arg, counts, cm, sm, icr, ici, st, o, final, t, d, hkv, hq // hkv,
-                   *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nb,
-                   HAS_MASK=has_mask, STORE_FINAL=single, **_launch("_fwd", consts))
+        launch(_fwd, grid, q, k, v, mask_arg, counts, cm, sm, icr, ici, st, o, final, t, d, hkv, hq // hkv,
+               *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2), o.stride(1), nb,
+               HAS_MASK=has_mask, STORE_FINAL=single, **_launch("_fwd", consts))
         ctx.save_for_backward(q, k, v, mask, counts, st)
         ctx.consts, ctx.has_mask, ctx.has_init = consts, has_mask, init is not None
         ctx.mark_non_differentiable(final)
@@ -398,19 +400,19 @@ class _HoloCausal(torch.autograd.Function):
         do = unit_last_stride(do)
         grid = (nb, b * hkv)
         dst = torch.empty_like(start)
-        _bwd_state[grid](q, do, counts, cm, sm, icr, ici, dst, t, d, hkv, hq // hkv, *q.stride()[:3],
-                         do.stride(0), do.stride(2), do.stride(1), nb, **_launch("_bwd_state", ctx.consts))
-        total = scan_blocks_(dst, reverse=True)  # dst now holds the dM of all later blocks
+        launch(_bwd_state, grid, q, do, counts, cm, sm, icr, ici, dst, t, d, hkv, hq // hkv, *q.stride()[:3],
+               do.stride(0), do.stride(2), do.stride(1), nb, **_launch("_bwd_state", ctx.consts))
+        (total,) = scan_blocks_(dst, reverse=True)  # dst now holds the dM of all later blocks
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
         mask_arg = mask if ctx.has_mask else counts
         strides = (t, d, hkv, hq // hkv, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3],
                    do.stride(0), do.stride(2), do.stride(1), nb)
-        _bwd_dq[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, start, dq, *strides,
-                      HAS_MASK=ctx.has_mask, **_launch("_bwd_dq", ctx.consts))
-        _bwd_dkv[grid](q, k, v, mask_arg, counts, do, cm, sm, icr, ici, dst, dk, dv, *strides,
-                       HAS_MASK=ctx.has_mask, **_launch("_bwd_dkv", ctx.consts))
+        launch(_bwd_dq, grid, q, k, v, mask_arg, counts, do, cm, sm, icr, ici, start, dq, *strides,
+               HAS_MASK=ctx.has_mask, **_launch("_bwd_dq", ctx.consts))
+        launch(_bwd_dkv, grid, q, k, v, mask_arg, counts, do, cm, sm, icr, ici, dst, dk, dv, *strides,
+               HAS_MASK=ctx.has_mask, **_launch("_bwd_dkv", ctx.consts))
         return dq, dk, dv, None, None, total.view(b, hkv, 2, fp) if ctx.has_init else None, None, None
 
 

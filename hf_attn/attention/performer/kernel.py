@@ -376,7 +376,8 @@ class _PerformerCausal(torch.autograd.Function):
             s_init[:, :m, :d] = s0.reshape(b * hkv, m, d)
             z_init = torch.zeros(b * hkv, mp, device=q.device, dtype=torch.float32)
             z_init[:, :m] = z0.reshape(b * hkv, m)
-        s_fin, z_fin = scan_blocks_(st, s_init), scan_blocks_(zt, z_init)  # st, zt: each chunk's starting state
+        inits = None if s_init is None else (s_init, z_init)
+        s_fin, z_fin = scan_blocks_(st, zt, inits=inits)  # st, zt: each chunk's starting state
         o = torch.empty(b, t, hq, d, device=q.device, dtype=q.dtype)
         den = torch.empty(b, hq, t, device=q.device, dtype=torch.float32)
         qmax = torch.empty_like(den)
@@ -406,7 +407,7 @@ class _PerformerCausal(torch.autograd.Function):
         _launch("_bwd_state", _bwd_state, lambda meta: (nc, mp // meta["BM"], b * hkv), settings, consts, q, do, den,
                 o, delta, qmax, w, rt, rzt, t, d, m, hkv, hq // hkv, *q.stride()[:3], *grad_strides, nc, scalars[0],
                 scalars[2])
-        total_r, total_z = scan_blocks_(rt, reverse=True), scan_blocks_(rzt, reverse=True)  # later chunks' sums
+        total_r, total_z = scan_blocks_(rt, rzt, reverse=True)  # rt, rzt: the later chunks' sums
         dq = torch.empty(b, hq, t, d, device=q.device, dtype=q.dtype)
         dk = torch.empty(b, hkv, t, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
