@@ -3,7 +3,8 @@
 A `LlamaForCausalLM` with random weights (the same for every attention; speed does not depend on the values),
 bf16, batch 1, `--hidden 2048 --layers 4 --intermediate 8192 --vocab 32000`, heads = hidden / head_dim, key/value
 heads = heads / --gqa. One step = forward with `labels=input_ids` + `loss.backward()` + zeroing the gradients (no
-optimizer). Median of --reps steps after 2 warm-up steps (CUDA events), peak memory (max_memory_allocated).
+optimizer). The models of one (head_dim, T) are built together and timed in turns, one step each per round (2
+warm-up rounds, then --reps): median step ms (CUDA events) and each model's own peak memory (max_memory_allocated).
 A `floor` row per (head_dim, T) runs the same model with a null attention (the value heads, nothing mixed), so
 `attention ms = step - floor`, and `sdpa step / floor` is the most any attention could gain over sdpa.
 
@@ -17,6 +18,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
+import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -25,9 +29,8 @@ from tqdm import tqdm
 from transformers import AttentionInterface, AutoModelForCausalLM, LlamaConfig
 
 import hf_attn
-from bench_kernels import timed  # recipes/bench/ is on sys.path when this runs as a script
 from hf_attn.utils import atomic_path, write_text_atomic
-from profile_kernels import profile_step
+from profile_kernels import profile_step  # recipes/bench/ is on sys.path when this runs as a script
 
 FLOOR = "bench_null"
 RAW_KEYS = ("head_dim", "T", "attn", "step_ms", "peak_GiB", "attention_kernel_ms", "total_kernel_ms", "error")
@@ -58,34 +61,75 @@ def build(args, attn: str, head_dim: int, device: str, dtype):
     return model.train()
 
 
-def measure(args, attn: str, head_dim: int, t: int, device: str, dtype) -> dict:
-    """One row: median step ms, peak GiB (CUDA), and with --profile attention / all kernel ms; errors recorded."""
-    row = {"head_dim": head_dim, "T": t, "attn": "floor" if attn == FLOOR else attn}
-    try:
-        model = build(args, attn, head_dim, device, dtype)
-        ids = torch.randint(0, args.vocab, (1, t), generator=torch.Generator().manual_seed(t)).to(device)
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e)[:160]}"
 
-        def step():
+
+def _timed_step(step, device: str, own_bytes: int) -> tuple[float, float | None]:
+    """One step's ms (CUDA events on GPU) and, on CUDA, the GiB its model would peak at alone: the step's peak
+    over what was allocated before it (the other models' weights), plus this model's own weights."""
+    if device != "cuda":
+        t0 = time.perf_counter()
+        step()
+        return (time.perf_counter() - t0) * 1e3, None
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    step()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end), (torch.cuda.max_memory_allocated() - before + own_bytes) / 2**30
+
+
+def measure(args, head_dim: int, t: int, device: str, dtype) -> list[dict]:
+    """The rows of one (head_dim, T), the floor first: median step ms, peak GiB (CUDA), and with --profile
+    attention / all kernel ms; errors (an OOM, a refused shape) are recorded as results.
+
+    Every model is built first and the steps are timed in turns, one step of each model per round (2 warm-up
+    rounds, then --reps), so a drift in the host's speed during the run (4k-token steps are host-bound)
+    falls on every row alike instead of on whichever ran at the slow moment."""
+    ids = torch.randint(0, args.vocab, (1, t), generator=torch.Generator().manual_seed(t)).to(device)
+    rows, steps = {}, {}
+    for attn in (FLOOR, *args.attn):
+        rows[attn] = {"head_dim": head_dim, "T": t, "attn": "floor" if attn == FLOOR else attn}
+        try:
+            model = build(args, attn, head_dim, device, dtype)
+        except Exception as e:
+            rows[attn]["error"] = _error(e)
+            continue
+
+        def step(model=model):
             model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
             model.zero_grad(set_to_none=True)
 
+        steps[attn] = (step, sum(p.numel() * p.element_size() for p in model.parameters()))
+    times, peaks = defaultdict(list), defaultdict(list)
+    for round_ in range(2 + args.reps):
+        for attn, (step, own_bytes) in list(steps.items()):
+            try:
+                ms, peak = _timed_step(step, device, own_bytes)
+            except Exception as e:
+                rows[attn]["error"] = _error(e)
+                del steps[attn]
+                continue
+            if round_ >= 2:
+                times[attn].append(ms)
+                peaks[attn].append(peak)
+    for attn, (step, _) in steps.items():
+        rows[attn]["step_ms"] = statistics.median(times[attn])
         if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        row["step_ms"] = timed(step, device, budget_s=float("inf"), max_reps=args.reps)
-        if device == "cuda":
-            row["peak_GiB"] = torch.cuda.max_memory_allocated() / 2**30
+            rows[attn]["peak_GiB"] = max(peaks[attn])
             if args.profile:
                 kernels = profile_step(step, 1, True)
-                row["attention_kernel_ms"] = sum(ms for k, ms in kernels.items()
-                                                 if any(m in k for m in ATTENTION_KERNEL_MARKERS))
-                row["total_kernel_ms"] = sum(kernels.values())
-    except Exception as e:  # an OOM or a refused shape is a result, not a crash
-        row["error"] = f"{type(e).__name__}: {str(e)[:160]}"
-    model = step = None
+                rows[attn]["attention_kernel_ms"] = sum(ms for k, ms in kernels.items()
+                                                        if any(m in k for m in ATTENTION_KERNEL_MARKERS))
+                rows[attn]["total_kernel_ms"] = sum(kernels.values())
+    steps = None
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    return row
+    return list(rows.values())
 
 
 def ratios(rows: list[dict]) -> list[dict]:
@@ -158,7 +202,7 @@ def main(argv=None) -> None:
     p.add_argument("--gqa", type=int, default=4, help="query heads per key/value head")
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     p.add_argument("--lengths", type=int, nargs="+", default=[4096, 32768])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=9, help="timed rounds (one step of every model each)")
     p.add_argument("--attn", nargs="+", default=["sdpa", "holo", "performer", "gauge"])
     p.add_argument("--profile", action="store_true", help="CUDA: one profiled step per row, attention kernel ms")
     p.add_argument("--replot", metavar="MODEL_STEP_JSON", help="re-render the table and plot of a saved run; no timing")
@@ -176,8 +220,8 @@ def main(argv=None) -> None:
         args.head_dims, args.lengths = [16, 32], [64, 128]
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    grid = [(d, t, a) for d in args.head_dims for t in args.lengths for a in (FLOOR, *args.attn)]
-    rows = [measure(args, a, d, t, device, dtype) for d, t, a in tqdm(grid, desc="rows")]
+    grid = [(d, t) for d in args.head_dims for t in args.lengths]
+    rows = [row for d, t in tqdm(grid, desc="(head_dim, T)") for row in measure(args, d, t, device, dtype)]
     env = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__,
            "transformers": transformers.__version__, "dtype": str(dtype), "batch": 1,
            **{k: getattr(args, k) for k in ("hidden", "layers", "intermediate", "vocab", "gqa", "reps", "attn")}}
