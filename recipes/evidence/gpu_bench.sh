@@ -14,6 +14,7 @@ run kernel_tests 400 python -P -m pytest -q -x -p no:cacheprovider tests/kernels
 run kernels 300 python recipes/bench/bench_kernels.py --graphs --out "$OUT/kernels"
 run profile 60 python recipes/bench/profile_kernels.py --variants holo,performer
 run scan 150 python recipes/bench/tune_scan.py --out "$OUT/scan"
+run launch 120 python recipes/bench/bench_launch.py --out "$OUT/launch"
 run decode 150 python recipes/bench/bench_decode.py --model-path "$MODEL_DIR" --out "$OUT/decode"
 run gauge 300 python recipes/bench/bench_gauge.py --no-compile --out "$OUT/gauge"
 run model 400 python recipes/bench/bench_model.py --profile --out "$OUT/model"
