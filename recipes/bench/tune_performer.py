@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from hf_attn.attention.performer import kernel as pk
-from hf_attn.attention.performer.attention import random_features
+from hf_attn.attention.performer.features import key_stabiliser_value, random_features
 from hf_attn.utils import write_text_atomic
 
 
@@ -59,7 +59,7 @@ def tune(args, device: str, dtype: torch.dtype) -> dict:
                for h in (args.heads, args.kv_heads, args.kv_heads))
     grad = torch.randn(1, args.T, args.heads, args.head_dim, generator=g, device=device).to(dtype)
     w = random_features(args.head_dim, args.features, 0, device)
-    kstab = float(pk.key_stabiliser(w))
+    kstab = key_stabiliser_value(args.head_dim, args.features, 0)
 
     def step():
         o, _ = pk.performer_causal(q, k, v, w, args.head_dim**-0.25, key_stab=kstab)

@@ -385,7 +385,7 @@ class _PerformerCausal(torch.autograd.Function):
                 hq, hq // hkv, *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], o.stride(0), o.stride(2),
                 o.stride(1), nc, *scalars)
         ctx.save_for_backward(q, k, v, mask, w, st, zt, o, den, qmax)
-        ctx.meta, ctx.has_init = (scalars, consts, settings, has_mask), s0 is not None
+        ctx.meta, ctx.has_init = (scalars, consts, masked, settings), s0 is not None
         ctx.set_materialize_grads(False)  # no zero-filled gradients for the final state before each backward
         finals = (s_fin[:, :m, :d].reshape(b, hkv, m, d), z_fin[:, :m].reshape(b, hkv, m))
         ctx.mark_non_differentiable(*finals)
@@ -394,12 +394,12 @@ class _PerformerCausal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do, _ds, _dz):
         q, k, v, mask, w, st, zt, o, den, qmax = ctx.saved_tensors
-        scalars, consts, settings, has_mask = ctx.meta
+        scalars, consts, masked, settings = ctx.meta
         b, hq, t, d = q.shape
         hkv, m = k.shape[1], w.shape[0]
         nc, mp = st.shape[1], st.shape[2]
         do = unit_last_stride(do)
-        mask_arg = mask if has_mask else w
+        mask_arg = mask if masked["HAS_MASK"] else w
         grad_strides = (do.stride(0), do.stride(2), do.stride(1))
         rt = torch.empty_like(st)
         rzt = torch.empty_like(zt)
@@ -413,7 +413,6 @@ class _PerformerCausal(torch.autograd.Function):
         dv = torch.empty(b, hkv, t, d, device=q.device, dtype=v.dtype)
         common = (t, d, m)
         strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *grad_strides, nc, *scalars)
-        masked = dict(consts, HAS_MASK=has_mask)
         _launch("_bwd_dq", _bwd_dq, (nc, b * hq), settings, masked, q, k, v, mask_arg, do, den, delta, qmax, w, st, zt,
                 dq, *common, hq, hq // hkv, *strides)
         _launch("_bwd_dkv", _bwd_dkv, (nc, b * hkv), settings, masked, q, k, v, mask_arg, do, den, delta, qmax, w, rt,

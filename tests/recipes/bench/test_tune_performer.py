@@ -1,13 +1,11 @@
 """recipes/bench/tune_performer.py on CPU (Triton interpreter, tiny shape): every setting is timed per kernel, each
 kernel keeps its fastest, and the kernels' own LAUNCH table is left as it was."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from recipe_runs import load_script
 
 pytest.importorskip("triton")
-SCRIPT = Path(__file__).resolve().parents[3] / "recipes" / "bench" / "tune_performer.py"
 KERNELS = {"_fwd_state", "_fwd", "_bwd_state", "_bwd_dq", "_bwd_dkv"}
 
 
@@ -15,9 +13,7 @@ def test_smoke_run_keeps_each_kernels_fastest_setting_and_restores_launch(tmp_pa
     from hf_attn.attention.performer import kernel as pk
     from hf_attn.kernels import launch
 
-    spec = importlib.util.spec_from_file_location("tune_performer", SCRIPT)
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
+    tune = load_script("bench/tune_performer.py")
     before = {k: dict(v) for k, v in pk.LAUNCH.items()}
     tune.main(["--smoke", "--out", str(tmp_path)])
     result = json.loads((tmp_path / "tune_performer.json").read_text())
