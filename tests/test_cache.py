@@ -72,9 +72,10 @@ def test_holo_state_continues_across_paths(prefill_kernel, decode_kernel, monkey
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-4, atol=1e-4)
 
 
-def decode_step_ops(monkeypatch, variant: str, head_dim: int, **config):
+def decode_step_ops(monkeypatch, variant: str, head_dim: int, kernels: bool = True, **config):
     """Aten ops and Triton launches (stand-ins that only record their names) of a second one-token call on
-    the kernel path, run on CPU. Returns (op names, launch names of both calls, the layer's cache)."""
+    the kernel path (the PyTorch path with `kernels=False`), run on CPU. Returns (op names, launch names of both
+    calls, the layer's cache)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from hf_attn.cache import RecurrentLayer
@@ -100,7 +101,7 @@ def decode_step_ops(monkeypatch, variant: str, head_dim: int, **config):
         for name in ("_fwd_state", "_fwd"):
             monkeypatch.setattr(module, name, Launch(name))
     monkeypatch.setattr(scan, "_scan_blocks", Launch("_scan_blocks"))
-    monkeypatch.setattr({"holo": holo, "performer": performer}[variant], "kernels_enabled", lambda x: True)
+    monkeypatch.setattr({"holo": holo, "performer": performer}[variant], "kernels_enabled", lambda x: kernels)
     module = SimpleNamespace(is_causal=True, layer_idx=0, training=False, config=SimpleNamespace(**config))
     layer = RecurrentLayer()
     fn = hf_attn.get_variant(variant).function
@@ -130,6 +131,18 @@ def test_performer_kernel_decode_step_issues_few_ops(monkeypatch):
     assert launches[3:] == ["_fwd_state", "_scan_blocks", "_fwd"], launches  # one scan for the state pair
     assert not {"zeros", "fill_", "copy_"} & {op.split(".")[0] for op in ops}, ops
     assert len(ops) <= 16, ops
+
+
+@pytest.mark.parametrize(("variant", "most"), [("holo", 2), ("performer", 4)])
+def test_pytorch_decode_step_runs_few_matmuls(monkeypatch, variant, most):
+    """A one-token step on the PyTorch path (what compiled decoding runs: each matmul is a GEMM launch per layer
+    and token in its CUDA graph): holo takes the spectra of q, k and v in one matmul and adds the new pair to
+    its state without a prefix-sum matmul (2 in all, 5 before); performer reads its key stabiliser as a
+    constant instead of recomputing a norm of its features."""
+    ops, launches, _ = decode_step_ops(monkeypatch, variant, 64, kernels=False)
+    names = [op.split(".")[0] for op in ops]
+    assert not launches and sum(n in {"mm", "bmm", "addmm", "baddbmm"} for n in names) <= most, names
+    assert "linalg_vector_norm" not in names and "norm" not in names, names
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager", "gauge"])

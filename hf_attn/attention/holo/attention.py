@@ -49,7 +49,7 @@ import torch
 from ...cache import RecurrentLayer, recurrent_layer
 from ...kernels import kernels_enabled
 from ...utils import HfAttnError
-from .math import SOFT, bind, dft_matrices, spectrum, unbind
+from .math import SOFT, bind, dft_matrices, spectra, unbind
 from ..common import (
     AttentionCall,
     autocast_entry,
@@ -70,7 +70,9 @@ CHUNK = 128
 def prefix_sum(x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
     """Inclusive prefix sum along dim 2 of `(B, H, T, F)`: triangular matmuls within chunks, carries between."""
     b, h, t, f = x.shape
-    chunk = max(1, min(chunk, t))  # a short call (a decoding step) needs no padding to a full chunk
+    if t == 1:  # a decoding step: no triangular matmul (on the GPU, three kernels per layer and token)
+        return x
+    chunk = max(1, min(chunk, t))  # a short call needs no padding to a full chunk
     pad = (-t) % chunk
     xc = torch.nn.functional.pad(x, (0, 0, 0, pad)).view(b, h, -1, chunk, f)
     tril = torch.ones(chunk, chunk, device=x.device, dtype=x.dtype).tril()
@@ -88,8 +90,9 @@ def _prefix_memory(kv: torch.Tensor, count: torch.Tensor, call: AttentionCall, i
     if not call.causal:
         return kv.sum(2, keepdim=True), count.sum(-1, keepdim=True)
     off = call.q_offset
-    mem = prefix_sum(kv[:, :, off:]) + kv[:, :, :off].sum(2, keepdim=True)
-    n = count[..., off:].cumsum(-1) + count[..., :off].sum(-1, keepdim=True)
+    mem, n = prefix_sum(kv[:, :, off:]), count[..., off:].cumsum(-1)
+    if off:
+        mem, n = mem + kv[:, :, :off].sum(2, keepdim=True), n + count[..., :off].sum(-1, keepdim=True)
     if init is not None:
         mem, n = mem + init[0][:, :, None], n + init[1].to(n.dtype)[:, None, None]
     return mem, n
@@ -212,11 +215,12 @@ def _window_hybrid(module, query, key, value, call: AttentionCall, scaling: floa
     out_w, mass_w = hybrid.window_softmax(query, key, value, drop, call.q_offset, window.size, scaling, sinks, base)
     q, k, v = _binding_inputs(module, query, key, value)
     older_keep = hybrid.not_sinks(keep, sinks, base)  # the keys the variant covers (once shifted past the window)
-    kv = bind(spectrum(k, project, soft), spectrum(v, False)) * (older_keep & drop)[..., None]
+    q_spec, k_spec, v_spec = spectra(q, k, v, project, soft)
+    kv = bind(k_spec, v_spec) * (older_keep & drop)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
     init = _cached_state(layer, q.shape[-1], packed=False)
-    num, n, state = holo_sums(spectrum(q, project, soft), shift(kv), shift(older_keep.float()), older, init)
+    num, n, state = holo_sums(q_spec, shift(kv), shift(older_keep.float()), older, init)
     if layer is not None:
         buffer = hybrid.buffer_state(layer, key, value, keep, window.size, sinks)
         layer.write_state(memory=state[0], count=state[1], **buffer)
@@ -280,7 +284,7 @@ def holo_attention_forward(
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         return _holo_kernel(query, key, value, call, project, soft, layer), None
     q, k, v = _binding_inputs(module, query, key, value)
-    q_spec, k_spec, v_spec = spectrum(q, project, soft), spectrum(k, project, soft), spectrum(v, False)
+    q_spec, k_spec, v_spec = spectra(q, k, v, project, soft)
     kv = bind(k_spec, v_spec)
     if p:
         kv = kv * (torch.rand(kv.shape[:3] + (1,), device=kv.device) >= p)

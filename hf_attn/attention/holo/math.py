@@ -43,13 +43,34 @@ def spectrum(x: torch.Tensor, project: bool, soft: float = SOFT) -> tuple[torch.
     `1 / soft^2`), which is where holo's bf16 error comes from (the rounding of q and k before attention;
     docs/kernels.md). A larger `soft` trades exact unbinding for robustness to that rounding.
     """
-    fwd, _ = dft_matrices(x.shape[-1], str(x.device))
-    s = x.float() @ fwd
-    re, im = s.chunk(2, dim=-1)
-    if project:
-        scale = torch.rsqrt(re * re + im * im + soft**2 * x.float().square().sum(-1, keepdim=True) + 1e-12)
-        re, im = re * scale, im * scale
-    return re, im
+    return _stacked_spectra((x,), (project,), soft)[0]
+
+
+def spectra(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, project: bool, soft: float = SOFT) -> list:
+    """`spectrum` of q and k (projected if `project`) and of v (never), as one matmul over the three stacked along
+    the head dim (k and v alone where q holds other tokens): a one-token decoding step then runs one small GEMM
+    per layer instead of three."""
+    if q.shape[0] == k.shape[0] and q.shape[2:] == k.shape[2:]:
+        return _stacked_spectra((q, k, v), (project, project, False), soft)
+    return [spectrum(q, project, soft), *_stacked_spectra((k, v), (project, False), soft)]
+
+
+def _stacked_spectra(xs: tuple[torch.Tensor, ...], projects: tuple[bool, ...], soft: float) -> list:
+    """`spectrum` of each of `xs`: one tensor `(..., D)`, or tensors `(B, H_i, T, D)` that differ only in their head
+    count."""
+    fwd, _ = dft_matrices(xs[0].shape[-1], str(xs[0].device))
+    if len(xs) == 1:  # any shape (..., D)
+        parts = (xs[0].float() @ fwd,)
+    else:
+        parts = (torch.cat(xs, 1).float() @ fwd).split([x.shape[1] for x in xs], 1)
+    out = []
+    for x, part, project in zip(xs, parts, projects):
+        re, im = part.chunk(2, dim=-1)
+        if project:
+            scale = torch.rsqrt(re * re + im * im + soft**2 * x.float().square().sum(-1, keepdim=True) + 1e-12)
+            re, im = re * scale, im * scale
+        out.append((re, im))
+    return out
 
 
 def bind(k: tuple[torch.Tensor, torch.Tensor], v: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -148,8 +148,8 @@ def _per_query_head(w: torch.Tensor, groups: int) -> torch.Tensor:
     return w.repeat_interleave(groups, 0) if w.dim() == 3 else w
 
 
-def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, window: hybrid.Window, layer,
-                   p: float):
+def _window_hybrid(query, key, value, call: AttentionCall, w, key_stab: float | None, scaling: float,
+                   window: hybrid.Window, layer, p: float):
     """Window softmax + performer over the older keys (`attention/window.py`), `(B, Hkv, G, Tq, Dv)`.
 
     `phi(q).phi(k)` estimates `exp(q'.k' - stab_q - stab_k)` with `q'.k'` the model's logit, so the older part's
@@ -163,7 +163,7 @@ def _window_hybrid(query, key, value, call: AttentionCall, w, scaling: float, wi
                                              base)
     scale = scaling**0.5
     qf, stab_q = stabilised_features(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
-    kf, stab_k = stabilised_features(key.float() * scale, w, is_query=False)
+    kf, stab_k = stabilised_features(key.float() * scale, w, is_query=False, key_stab=key_stab)
     kf = kf * hybrid.not_sinks(drop, sinks, base)[..., None]
     older = dataclasses.replace(call, key_padding=None)
     shift = lambda x: hybrid.shift_keys(x, window.size)  # noqa: E731
@@ -199,25 +199,25 @@ def performer_attention_forward(
     scaling = d**-0.5 if scaling is None else scaling
     scale = scaling**0.5
     w = _features(module, d, m, seed, key.shape[1], query.device)
+    key_stab = key_stabiliser_value(d, m, seed) if w.dim() == 2 else None  # random features: a constant
     window = hybrid.window_of("performer", module, query.shape[1], query.device)
     want_map = bool(kwargs.get("output_attentions"))
     layer = recurrent_layer("performer", key, query.shape[2], call.causal and not call.materialised)
     if window is not None:
         hybrid.check_window_call("performer", call, kwargs)
-        out = _window_hybrid(query, key, value, call, w, scaling, window, layer, p)
+        out = _window_hybrid(query, key, value, call, w, key_stab, scaling, window, layer, p)
         return ungroup(out).to(query.dtype), None
     static_step = layer is not None and layer.decodes_statically(query)  # compiled decoding: PyTorch path
     fused = not static_step and w.dim() == 2 and kernels_enabled(query)  # kernels take one (m, D) projection per layer
     if fused and call.causal and call.q_offset == 0 and not (call.materialised or want_map or p):
         from .kernel import performer_causal
 
-        out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer),
-                                      key_stabiliser_value(d, m, seed))
+        out, state = performer_causal(query, key, value, w, scale, call.key_padding, _cached_state(layer), key_stab)
         if layer is not None:
             layer.write_state(S=state[0], z=state[1])
         return out, None
     qf = feature_map(query.float() * scale, _per_query_head(w, call.groups), is_query=True)
-    kf = feature_map(key.float() * scale, w, is_query=False)
+    kf = feature_map(key.float() * scale, w, is_query=False, key_stab=key_stab)
     vf = value.float()
     if call.key_padding is not None:
         kf = kf * call.key_padding[:, None, :, None]

@@ -64,7 +64,8 @@ def key_stabiliser(w: torch.Tensor) -> torch.Tensor:
     return (sq.amax(-1).float() / 4).view(-1, 1, 1)
 
 
-def stabilised_features(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def stabilised_features(x: torch.Tensor, w: torch.Tensor, is_query: bool,
+                        key_stab: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive features of `x (B, H, T, D)` already scaled by `scaling^(1/2)`, and the stabiliser taken out.
 
     `phi(q).phi(k)` estimates `exp(q'.k' - stab_q - stab_k)`; the window hybrid (`attention/window.py`) needs
@@ -81,16 +82,19 @@ def stabilised_features(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> tup
     performer conversion) and the division's gradient (`out / den`) overflows: the attention transfer turned NaN
     at its 18th step. With the floor the denominator is >= e^-60 / m; a floored key weighs
     ~e^-60 of the query's largest feature, which changes nothing a softmax would notice.
+
+    `key_stab`: `key_stabiliser(w)` as a float where it is known (`key_stabiliser_value` of random features), so
+    a compiled decoding step does not recompute it from `w` per layer and token.
     """
     proj = x @ w.T if w.dim() == 2 else torch.einsum("bhtd,hmd->bhtm", x, w.to(x.dtype))
     log_f = proj - x.pow(2).sum(-1, keepdim=True) / 2
     if is_query:
         stab = log_f.amax(-1, keepdim=True).detach()
         return torch.exp(log_f - stab) / math.sqrt(w.shape[-2]), stab
-    stab = key_stabiliser(w)
+    stab = key_stabiliser(w) if key_stab is None else key_stab
     return torch.exp((log_f - stab).clamp_min(KEY_FLOOR)) / math.sqrt(w.shape[-2]), stab
 
 
-def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool) -> torch.Tensor:
+def feature_map(x: torch.Tensor, w: torch.Tensor, is_query: bool, key_stab: float | None = None) -> torch.Tensor:
     """`stabilised_features` without the stabiliser (what the pure performer needs: it cancels)."""
-    return stabilised_features(x, w, is_query)[0]
+    return stabilised_features(x, w, is_query, key_stab)[0]
