@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from typing import Callable
 
 import torch
 
@@ -41,6 +42,22 @@ def kernels_enabled(x: torch.Tensor) -> bool:
     if x.dtype == torch.float32 and x.shape[-1] > 64:
         return False
     return x.is_cuda and triton_available()
+
+
+def device_guard(fn: Callable) -> Callable:
+    """Run `fn(x, ...)` with the current CUDA device set to `x`'s. Triton launches on the current device, and a
+    model split over several GPUs (`device_map="auto"`) calls its later layers with tensors on another one
+    (fla's `input_guard` and flash-attn's `CUDAGuard` do the same). The backward needs no guard: autograd runs
+    it on a thread whose current device is the tensors'."""
+
+    @functools.wraps(fn)
+    def guarded(x: torch.Tensor, *args, **kwargs):
+        if x.is_cuda and x.device.index != torch.cuda.current_device():
+            with torch.cuda.device(x.device):
+                return fn(x, *args, **kwargs)
+        return fn(x, *args, **kwargs)
+
+    return guarded
 
 
 def token_block(padded_head_dim: int, dtype: torch.dtype) -> int:

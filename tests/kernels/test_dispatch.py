@@ -63,3 +63,45 @@ def test_enabled_kernels_are_called_and_agree(variant, monkeypatch):
     out, _ = fn(mod, q, k, v, None)
     assert calls, "the kernel path was not taken"
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+class _OnSecondGpu:
+    """Stands in for a tensor on cuda:1 (no GPU needed): what a layer of a model split over GPUs receives."""
+
+    is_cuda = True
+    device = torch.device("cuda", 1)
+
+
+class _Switched(Exception):
+    pass
+
+
+@pytest.mark.parametrize("entry", ["holo", "performer", "gauge"])
+def test_kernels_switch_to_their_inputs_device(entry, monkeypatch):
+    """Triton launches on the current CUDA device; a model split over GPUs (`device_map`) calls later layers with
+    tensors on another one, so each kernel entry point first switches to its inputs' device."""
+    from hf_attn.attention.gauge.kernel import gauge_flash
+    from hf_attn.attention.holo.kernel import holo_causal
+    from hf_attn.attention.performer.kernel import performer_causal
+
+    switched = []
+
+    def device(d):
+        switched.append(d)
+        raise _Switched  # the entry point would run its kernels from here
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device", device)
+    fn = {"holo": holo_causal, "performer": performer_causal, "gauge": gauge_flash}[entry]
+    with pytest.raises(_Switched):
+        fn(_OnSecondGpu(), None, None, None, 1.0)
+    assert switched == [torch.device("cuda", 1)]
+
+
+def test_the_device_guard_leaves_calls_on_the_current_device_alone(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: pytest.fail("switched devices"))
+    x = _OnSecondGpu()
+    assert kernels.device_guard(lambda a, b, key=None: (a, b, key))(x, 2, key=3) == (x, 2, 3)
+    cpu = torch.zeros(1)
+    assert kernels.device_guard(lambda a: a)(cpu) is cpu

@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import dot_precision
+from ...kernels import device_guard, dot_precision
 from ...kernels.launch import launch, launch_fitting
 from ...kernels.tiles import unit_last_stride
 
@@ -428,6 +428,7 @@ class _GaugeFlash(torch.autograd.Function):
         return dq, dk, dv, dqe, dke, None if ctx.key_norm else dc, None, None, None
 
 
+@device_guard
 def gauge_flash(
     q: torch.Tensor,
     k: torch.Tensor,

@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import dot_precision, token_block
+from ...kernels import device_guard, dot_precision, token_block
 from ...kernels.launch import launch
 from ...kernels.scan import scan_blocks_
 from ...kernels.tiles import load_rows, unit_last_stride
@@ -422,6 +422,7 @@ def state_width(head_dim: int) -> int:
 
 
 @torch.compiler.disable  # under torch.compile: a graph break, the kernels run eagerly between the graphs
+@device_guard
 def holo_causal(
     q: torch.Tensor,
     k: torch.Tensor,

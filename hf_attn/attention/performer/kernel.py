@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ...kernels import dot_precision
+from ...kernels import device_guard, dot_precision
 from ...kernels.launch import launch_fitting
 from ...kernels.scan import scan_blocks_
 from ...kernels.tiles import load_rows, unit_last_stride
@@ -425,6 +425,7 @@ class _PerformerCausal(torch.autograd.Function):
 
 
 @torch.compiler.disable  # under torch.compile: a graph break, the kernels run eagerly between the graphs
+@device_guard
 def performer_causal(
     q: torch.Tensor,
     k: torch.Tensor,
