@@ -46,7 +46,8 @@ def spectrum(x: torch.Tensor, project: bool, soft: float = SOFT) -> tuple[torch.
     return _stacked_spectra((x,), (project,), soft)[0]
 
 
-def spectra(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, project: bool, soft: float = SOFT) -> list:
+def spectra(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, project: bool,
+            soft: float = SOFT) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`spectrum` of q and k (projected if `project`) and of v (never), as one matmul over the three stacked along
     the head dim (k and v alone where q holds other tokens): a one-token decoding step then runs one small GEMM
     per layer instead of three."""
@@ -55,7 +56,8 @@ def spectra(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, project: bool, so
     return [spectrum(q, project, soft), *_stacked_spectra((k, v), (project, False), soft)]
 
 
-def _stacked_spectra(xs: tuple[torch.Tensor, ...], projects: tuple[bool, ...], soft: float) -> list:
+def _stacked_spectra(xs: tuple[torch.Tensor, ...], projects: tuple[bool, ...],
+                     soft: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`spectrum` of each of `xs`: one tensor `(..., D)`, or tensors `(B, H_i, T, D)` that differ only in their head
     count."""
     fwd, _ = dft_matrices(xs[0].shape[-1], str(xs[0].device))
